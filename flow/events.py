@@ -46,6 +46,7 @@ class RunResult:
     usage: Usage = field(default_factory=Usage)
     reason: str = ""  # one line for the person when status is not "done"
     elapsed_s: float = 0.0
+    budget: str = ""  # with budget_exceeded: "steps" | "time" | "tokens" | "context"
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,348 @@
+"""The agent loop: ``run → step → query → execute``.
+
+Each step checks the budgets (interruption, steps, wall time, tokens), builds a request that fits
+the context (``flow/context.py``, compacting when it must), asks the model, records its reply,
+then runs the tool calls and records their results. The assistant message with its calls is
+written before any result, and every call gets exactly one result, even when the run ends in
+the middle (Ctrl-C, a crash repaired on the next load), so a strict server accepts the session
+when it is resumed.
+
+Every way out is a :class:`flow.events.RunResult` with a status from ``RUN_STATUSES``: the model
+answered without tool calls (``done``), a budget was spent, the person interrupted, the model kept
+making malformed or identical failing calls (``format_errors``), or the model server failed in a
+way its retries could not fix (``error``). Only :class:`core.errors.FatalError` (no server, a bad
+setting) propagates, for the CLI to print.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Sequence, Union
+
+from boot.settings import Settings
+from core.errors import BudgetExceeded, ConfigError, ContextOverflow, FormatErrorLimit, GatewayError, Interrupted, RunEnded
+from core.gateway import ModelGateway, StreamEvent
+from core.messages import Completion, Message, ToolCall, Usage
+from core.toolparse import parse_tool_calls
+from core.tools import Tool, ToolResult
+from flow.compaction import Compactor
+from flow.context import ContextBudget, Request, reply_budget
+from flow.events import AgentEvents, RunResult, ToolCallRecord
+from flow.prompt import PromptSection, gather_sections, system_prompt
+from store.sessions import SessionStore, StoredMessage
+from tool.registry import Outcome, ToolRegistry
+
+#: context assumed when neither the setting nor the server says (small enough to be safe)
+DEFAULT_CONTEXT = 8192
+#: replies in a row whose every call was unreadable, unknown or badly formed
+FORMAT_ERROR_LIMIT = 3
+#: times the same call may fail the same way before the run ends
+REPEAT_LIMIT = 3
+
+INTERRUPTED_BY_PERSON = "Error: interrupted by the person before the tool finished"
+
+
+class _Submitted(Exception):
+    """The model answered without tool calls."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__(answer)
+        self.answer = answer
+
+
+@dataclass
+class _Run:
+    """What one run knows about itself."""
+
+    session_id: str
+    task: str
+    task_seq: int
+    cancel: threading.Event
+    started: float
+    history: list[StoredMessage]
+    steps: int = 0
+    usage: Usage = field(default_factory=Usage)
+    records: list[ToolCallRecord] = field(default_factory=list)
+    answer: str = ""
+    pending: dict[str, ToolCall] = field(default_factory=dict)
+    format_errors: int = 0
+    note: str = ""  # told to the model after this step's results
+    failures: Counter[str] = field(default_factory=Counter)
+
+
+class Agent:
+    """A coding agent: one gateway, one tool registry, one session store."""
+
+    def __init__(self, gateway: ModelGateway, registry: ToolRegistry, sessions: SessionStore, settings: Settings,
+                 events: AgentEvents | None = None,
+                 system_prompt_extra: Union[PromptSection, Sequence[PromptSection], None] = None) -> None:
+        self.gateway = gateway
+        self.registry = registry
+        self.sessions = sessions
+        self.settings = settings
+        self.events = events or AgentEvents()
+        if system_prompt_extra is None:
+            self.prompt_sections: list[PromptSection] = []
+        elif callable(system_prompt_extra):
+            self.prompt_sections = [system_prompt_extra]
+        else:
+            self.prompt_sections = list(system_prompt_extra)
+        self.format_error_limit = FORMAT_ERROR_LIMIT
+        self.repeat_limit = REPEAT_LIMIT
+        self._budget: ContextBudget | None = None
+        self._compactor: Compactor | None = None
+        self._session: str | None = None
+
+    # --- the context ---------------------------------------------------------------------------
+
+    @property
+    def context(self) -> ContextBudget:
+        """The context budget, sized on first use (asking the server for its context length)."""
+        if self._budget is None:
+            server = self.gateway.context_length()
+            known = [n for n in (self.settings.ctx, server) if n]
+            ctx = min(known) if known else DEFAULT_CONTEXT
+            reply = reply_budget(ctx, self.settings.max_reply_tokens)
+            self._budget = ContextBudget(self.gateway, context_length=ctx, reply_tokens=reply,
+                                         tool_result_tokens=self.settings.tool_result_tokens)
+            self._compactor = Compactor(self.gateway, limit_tokens=self._budget.limit,
+                                        summary_tokens=max(64, min(600, self._budget.limit // 6)))
+        return self._budget
+
+    def system_message(self, task: str, session_id: str) -> Message:
+        sections = gather_sections(self.prompt_sections, task, session_id, self.events.notice)
+        return Message.system(system_prompt(self.settings.workspace_root, sections=sections))
+
+    # --- run ---------------------------------------------------------------------------------
+
+    def run(self, task: str, *, session_id: str | None = None, cancel: threading.Event | None = None) -> RunResult:
+        """Work on ``task`` until the model answers, a budget is spent, or ``cancel`` is set.
+
+        ``session_id`` continues that session (a crash's dangling tool call is repaired first);
+        without it a new session is created. Raises only :class:`core.errors.FatalError`.
+        """
+        if not task or not task.strip():
+            raise ConfigError("the task is empty", hint="say what the agent should do")
+        st = self._start(task.strip(), session_id, cancel or threading.Event())
+        status, reason, budget = "error", "", ""
+        try:
+            while True:
+                self.step(st)
+        except _Submitted as done:
+            status, st.answer = "done", done.answer
+        except BudgetExceeded as exc:
+            status, reason, budget = exc.status, str(exc), exc.budget
+        except RunEnded as exc:
+            status, reason = exc.status, str(exc)
+        except KeyboardInterrupt:
+            status, reason = "interrupted", "interrupted by the person"
+        except GatewayError as exc:
+            status, reason = "error", " ".join(str(exc).split())
+        finally:
+            self._settle(st, status)
+        return RunResult(status, st.answer, st.session_id, st.steps, st.records, st.usage, reason,
+                         time.monotonic() - st.started, budget)
+
+    def _start(self, task: str, session_id: str | None, cancel: threading.Event) -> _Run:
+        if session_id is None:
+            provider = getattr(self.gateway, "provider", None) or type(self.gateway).__name__
+            session_id = self.sessions.create(title=task.splitlines()[0], workspace=self.settings.workspace_root,
+                                              provider=str(provider), model=str(getattr(self.gateway, "model", "")))
+            history: list[StoredMessage] = []
+        else:
+            history = self.sessions.load(session_id)
+        if session_id != self._session:
+            self.context.forget()
+            self._session = session_id
+        stored = self.sessions.append(session_id, Message.user(task))
+        history.append(stored)
+        self.sessions.update(session_id, status="running")
+        return _Run(session_id, task, stored.seq, cancel, time.monotonic(), history)
+
+    def _settle(self, st: _Run, status: str) -> None:
+        """Leave the session consistent: every call answered, the status written."""
+        for call in list(st.pending.values()):
+            self._record_result(st, Outcome(call, ToolResult(INTERRUPTED_BY_PERSON, ok=False, summary="interrupted",
+                                                             data={"interrupted": True}), 0.0, "interrupted"))
+        self.sessions.update(st.session_id, status=status)
+
+    # --- step --------------------------------------------------------------------------------
+
+    def step(self, st: _Run) -> None:
+        """One model call and the tool calls it asks for."""
+        self._check_budgets(st)
+        tools = self.registry.tools()
+        request = self._request(st, tools)
+        completion = self._query(st, request, tools)
+        calls = self._record_reply(st, completion, tools)
+        self._execute(st, calls, tools)
+
+    def _check_budgets(self, st: _Run) -> None:
+        s = self.settings
+        if st.cancel.is_set():
+            raise Interrupted("interrupted by the person")
+        if st.steps >= s.max_steps:
+            raise BudgetExceeded(f"step budget spent: {st.steps} model calls", budget="steps",
+                                 hint="raise --max-steps (AGENT_MAX_STEPS) or continue with --resume")
+        elapsed = time.monotonic() - st.started
+        if elapsed >= s.max_wall_s:
+            raise BudgetExceeded(f"time budget spent: {elapsed:.0f} s", budget="time",
+                                 hint="raise AGENT_MAX_WALL_S or continue with --resume")
+        if st.usage.total_tokens >= s.max_tokens_total:
+            raise BudgetExceeded(f"token budget spent: {st.usage.total_tokens} tokens", budget="tokens",
+                                 hint="raise AGENT_MAX_TOKENS_TOTAL or continue with --resume")
+
+    def _request(self, st: _Run, tools: Sequence[Tool]) -> Request:
+        system = self.system_message(st.task, st.session_id)
+        budget = self.context
+        request = budget.build(system, st.history, tools, task_seq=st.task_seq)
+        if request.dropped:
+            self._compact(st, request.dropped)
+            request = budget.build(system, st.history, tools, task_seq=st.task_seq)
+            if request.dropped:
+                # the summary itself left too little room: send without the oldest part this time
+                self.events.notice(f"{len(request.dropped)} older messages left out of this request to fit the context")
+        return request
+
+    def _compact(self, st: _Run, dropped: list[StoredMessage]) -> None:
+        if st.cancel.is_set():
+            raise Interrupted("interrupted by the person")
+        assert self._compactor is not None
+        summary = self._compactor.summarise(dropped, cancel=st.cancel, on_retry=self.events.notice)
+        st.usage = st.usage + summary.usage
+        if st.cancel.is_set():
+            raise Interrupted("interrupted while compacting the context")
+        self.sessions.compact(st.session_id, [e.seq for e in dropped], summary.message)
+        st.history = self.sessions.records(st.session_id)
+        how = "summarised by the model" if summary.by_model else "summarised without the model"
+        self.events.notice(f"context compacted: {len(dropped)} older messages {how}")
+
+    def _query(self, st: _Run, request: Request, tools: Sequence[Tool]) -> Completion:
+        st.steps += 1
+        self.events.thinking(st.steps)
+
+        def on_event(event: StreamEvent) -> None:
+            if event.kind == "text" and event.text:
+                self.events.text(event.text)
+
+        budget = self.context
+        for attempt in range(2):
+            try:
+                completion = self.gateway.complete(request.messages, tools, max_tokens=budget.reply_tokens,
+                                                   temperature=self.settings.temperature, on_event=on_event,
+                                                   cancel=st.cancel)
+                break
+            except ContextOverflow:
+                if attempt:
+                    raise BudgetExceeded("the model server says the request does not fit its context, even cut down",
+                                         budget="context", hint="use a model with a longer context (AGENT_CTX)") from None
+                # our estimate was too low for this server: count tighter and build again
+                budget.counter.factor *= 1.3
+                self.events.notice("the server said the request was too long; building a shorter one")
+                request = self._request(st, tools)
+        st.usage = st.usage + completion.usage
+        if completion.usage.prompt_tokens:
+            budget.counter.calibrate(request.raw, completion.usage.prompt_tokens)
+        used = completion.usage.prompt_tokens or request.tokens
+        self.events.usage(st.usage, used, budget.context_length)
+        if st.cancel.is_set():
+            partial = completion.message.content.strip()
+            if partial:
+                # what was said stays; calls from a cut-off reply are not run
+                self._append(st, Message.assistant(partial))
+                st.answer = partial
+            raise Interrupted("interrupted by the person")
+        return completion
+
+    def _record_reply(self, st: _Run, completion: Completion, tools: Sequence[Tool]) -> tuple[ToolCall, ...]:
+        msg = completion.message
+        calls = msg.tool_calls
+        text = msg.content
+        if not calls and text:
+            # a gateway that does not parse text-format calls (or a model that wrote them anyway)
+            parsed = parse_tool_calls(text, {t.name for t in tools})
+            if parsed.calls:
+                text = parsed.content
+                calls = tuple(ToolCall(c.name, c.arguments, error=c.error) for c in parsed.calls)
+        unreadable = [c for c in calls if not c.name]
+        calls = tuple(c for c in calls if c.name)
+        if not calls:
+            if unreadable:
+                self._append(st, Message.assistant(msg.content))
+                self._format_error(st, "your tool call could not be read: " + "; ".join(
+                    c.error or "no tool name" for c in unreadable))
+                return ()
+            if not text.strip():
+                self._format_error(st, "your reply was empty")
+                return ()
+            self._append(st, Message.assistant(text))
+            self.events.assistant_done(text, ())
+            raise _Submitted(text)
+        self._append(st, Message.assistant(text, calls))
+        st.pending = {c.id: c for c in calls}
+        if text.strip():
+            st.answer = text.strip()
+        self.events.assistant_done(text, calls)
+        if unreadable:
+            st.note = "(One of your tool calls could not be read and was not run: " + "; ".join(
+                c.error or "no tool name" for c in unreadable) + ".)"
+        return calls
+
+    def _format_error(self, st: _Run, problem: str) -> None:
+        st.format_errors += 1
+        if st.format_errors >= self.format_error_limit:
+            raise FormatErrorLimit(f"{st.format_errors} malformed replies in a row; the last: {problem}",
+                                   hint="a larger or better instruction-tuned model follows the tool format more reliably")
+        self._append(st, Message.user(
+            f"({problem}. To use a tool, call it with a JSON object of arguments; to finish, answer in plain text.)"))
+
+    def _execute(self, st: _Run, calls: Sequence[ToolCall], tools: Sequence[Tool]) -> None:
+        if not calls:
+            return
+        outcomes = self.registry.execute_many(calls, tools, cancel=st.cancel, on_start=self.events.tool_start,
+                                              on_end=lambda o: self._record_result(st, o))
+        if st.cancel.is_set() or any(o.interrupted for o in outcomes):
+            raise Interrupted("interrupted by the person while a tool was running")
+        if st.note:
+            self._append(st, Message.user(st.note))
+            st.note = ""
+        if all(o.failure == "format" for o in outcomes):
+            st.format_errors += 1
+            if st.format_errors >= self.format_error_limit:
+                last = outcomes[-1].result.content.splitlines()[0]
+                raise FormatErrorLimit(f"{st.format_errors} replies in a row with only malformed tool calls; the last: {last}",
+                                       hint="a larger or better instruction-tuned model follows the tool schemas more reliably")
+        else:
+            st.format_errors = 0
+        for o in outcomes:
+            if not o.failure:
+                continue
+            key = o.call.name + " " + json.dumps(dict(o.call.arguments), sort_keys=True, default=str)
+            st.failures[key] += 1
+            if st.failures[key] >= self.repeat_limit:
+                raise FormatErrorLimit(
+                    f"the model made the same failing call {st.failures[key]} times: {key[:200]}",
+                    hint="rephrase the task, or give the missing detail the model keeps guessing")
+
+    def _record_result(self, st: _Run, outcome: Outcome) -> None:
+        call, result = outcome.call, outcome.result
+        if call.id not in st.pending:
+            return
+        self._append(st, Message.tool(call.id, call.name, result.content))
+        del st.pending[call.id]
+        st.records.append(ToolCallRecord(call.name, dict(call.arguments), result.ok,
+                                         result.summary or _summary(result), round(outcome.duration_s, 3)))
+        self.events.tool_end(call, result, outcome.duration_s)
+
+    def _append(self, st: _Run, message: Message) -> None:
+        st.history.append(self.sessions.append(st.session_id, message))
+
+
+def _summary(result: ToolResult) -> str:
+    first = result.content.strip().splitlines()[0] if result.content.strip() else "(no output)"
+    return first[:120]
+

@@ -1,0 +1,1 @@
+"""Storage: SQLite sessions and memories, the FAISS vector index."""
