@@ -273,14 +273,14 @@ class SessionStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?",
-                                       (session_id,)).fetchone()[0]
-                pos = float(seq) if position is None else position
-                self._insert(session_id, seq, pos, message, kind, now)
                 cur = self._db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
                 if cur.rowcount == 0:
                     raise SessionNotFound(f"no session {session_id!r} in {self.path}",
                                           hint="create it first with SessionStore.create()")
+                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?",
+                                       (session_id,)).fetchone()[0]
+                pos = float(seq) if position is None else position
+                self._insert(session_id, seq, pos, message, kind, now)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

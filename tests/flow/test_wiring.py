@@ -1,0 +1,66 @@
+"""build_agent: fresh parts from settings; and the loop over the real HTTP gateway and a stand-in server."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from boot.settings import Settings
+from boot.wiring import build_agent
+from core.tools import Tool, object_schema
+from gate.scripted import ScriptedGateway
+
+
+def note_tool(workspace):
+    def write_note(path: str, text: str) -> str:
+        (workspace / path).write_text(text, encoding="utf-8")
+        return f"wrote {path}"
+    return Tool("write_note", "Write a text file in the workspace.",
+                object_schema({"path": {"type": "string"}, "text": {"type": "string"}}, ["path", "text"]), write_note)
+
+
+def test_each_build_returns_fresh_parts(workspace):
+    settings = Settings(workspace=workspace, enable_files=False)
+    one = build_agent(settings, gateway=ScriptedGateway([]), tools=[note_tool(workspace)])
+    two = build_agent(settings, gateway=ScriptedGateway([]), tools=[note_tool(workspace)])
+    assert one.registry is not two.registry and one.sessions is not two.sessions
+    assert [t.name for t in one.registry.tools()] == ["write_note"]
+    assert one.sessions.path == workspace.resolve() / ".agent" / "sessions.db"
+    one.sessions.close()
+    two.sessions.close()
+
+
+def test_the_file_tools_are_offered_when_enabled(workspace):
+    if importlib.util.find_spec("tool.files") is None:
+        pytest.skip("tool/files.py (the file tools) is not in this checkout yet")
+    agent = build_agent(Settings(workspace=workspace, enable_files=True), gateway=ScriptedGateway([]))
+    names = {t.name for t in agent.registry.tools()}
+    assert {"read_file", "write_file", "edit_file", "list_files", "search_files"} <= names
+    agent.sessions.close()
+
+
+@pytest.mark.parametrize("fmt", ["native", "tool_call", "fence", "bare", "tag"])
+def test_the_loop_over_http_runs_calls_in_every_format_and_sends_a_valid_history(workspace, fmt):
+    server_mod = pytest.importorskip("gate.scripted_server")
+    replies = [
+        {"text": "Writing it.", "tool_calls": [{"name": "write_note", "arguments": {"path": "hi.txt", "text": "hi"}}],
+         "format": fmt},
+        {"text": "Created hi.txt."},
+    ]
+    with server_mod.ScriptedServer(replies, n_ctx=4096) as server:
+        settings = Settings(workspace=workspace, enable_files=False, model_url=server.base_url, model="scripted-model")
+        agent = build_agent(settings, tools=[note_tool(workspace)])
+        result = agent.run("create hi.txt saying hi")
+        agent.sessions.close()
+    assert (result.status, result.answer) == ("done", "Created hi.txt.")
+    assert (workspace / "hi.txt").read_text() == "hi"
+    assert server.unexpected == 0
+    second = server.requests[1]["messages"]
+    assistant, tool = second[-2], second[-1]
+    assert assistant["role"] == "assistant"
+    call = assistant["tool_calls"][0]
+    assert call["function"]["name"] == "write_note"
+    assert json.loads(call["function"]["arguments"]) == {"path": "hi.txt", "text": "hi"}
+    assert (tool["role"], tool["tool_call_id"], tool["content"]) == ("tool", call["id"], "wrote hi.txt")
