@@ -1,0 +1,260 @@
+"""The model server's process entry point: ``bash runsv.sh [flags]`` runs ``python -m boot.serve``.
+
+Resolves the model (``model/``), plans its memory (``servr/planner.py``), loads the engine, prints
+one block saying what is served and where, then serves with uvicorn. ``--plan`` stops after the
+plan. Expected failures print one line and exit non-zero: 1 when the model does not fit the GPU,
+2 for a bad setting, a missing model or a busy port, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from typing import Any, Sequence
+
+from boot.settings import Settings, env_name, load_settings
+from core.errors import AgentError, ConfigError, FatalError
+from model.inspect import WeightsLayout, inspect_weights, layout_from_profile
+from model.locate import WEIGHTS_DIR, ResolvedModel, demo_model_path, find_local, resolve_model
+from model.profiles import DEFAULT_PROFILE_ID, Profile, default_profile, get_profile, profile_for_file
+from servr.planner import GpuInfo, MemoryPlan, detect_gpu, plan_memory
+
+EXIT_OK, EXIT_NO_FIT, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# flag → settings field; each flag's help names its environment variable
+_FLAG_FIELDS = {"model": "model_path", "profile": "profile", "host": "host", "port": "port", "ctx": "ctx",
+                "api_key": "api_key", "vram_gb": "vram_gb", "backend": "backend", "threads": "threads",
+                "n_gpu_layers": "n_gpu_layers", "model_id": "model"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = env_name
+    p = argparse.ArgumentParser(
+        prog="runsv.sh",
+        description="Serve a Qwen2.5-Coder model (or any GGUF) over an OpenAI-compatible API on 127.0.0.1.",
+        epilog=(
+            "Model resolution, in order: --model/AGENT_MODEL_PATH; a model already in model/weights/ "
+            f"(the --profile asked, else {DEFAULT_PROFILE_ID}, else any other there); a download of "
+            "the profile from the Hugging Face hub (AGENT_HF_ENDPOINT); with no profile asked and no hub, the "
+            "bundled demo model, with a warning. Flags override the environment and .env. "
+            "Exit codes: 0 ok, 1 the model does not fit the GPU budget, 2 bad setting / missing model / busy port."),
+    )
+    p.add_argument("--demo", action="store_true",
+                   help=f"serve the bundled tiny model (SmolLM2-135M; no download, CPU is fine); same as {env('model_path')}=demo")
+    p.add_argument("--model", metavar="PATH", help=f"GGUF file or Hugging Face folder to serve ({env('model_path')})")
+    p.add_argument("--profile", metavar="ID", help=f"model profile to serve or download, e.g. {DEFAULT_PROFILE_ID} "
+                   f"({env('profile')}); see docts/models.md")
+    p.add_argument("--host", help=f"address to bind, default 127.0.0.1 ({env('host')})")
+    p.add_argument("--port", type=int, help=f"port to listen on, default 8000 ({env('port')})")
+    p.add_argument("--ctx", type=int, metavar="TOKENS", help=f"context size; default: the largest that fits, "
+                   f"capped by the model ({env('ctx')})")
+    p.add_argument("--api-key", metavar="KEY", help=f"require 'Authorization: Bearer KEY' on /v1 ({env('api_key')})")
+    p.add_argument("--vram-gb", type=float, metavar="GB", help=f"GPU memory budget in GiB, default 8 ({env('vram_gb')})")
+    p.add_argument("--backend", choices=["auto", "llamacpp", "transformers"], help=f"inference engine ({env('backend')})")
+    p.add_argument("--threads", type=int, metavar="N", help=f"CPU threads for generation ({env('threads')})")
+    p.add_argument("--n-gpu-layers", type=int, metavar="N", help=f"layers on the GPU; default from the plan, -1 all "
+                   f"({env('n_gpu_layers')})")
+    p.add_argument("--model-id", metavar="ID", help=f"model id clients use; default from the file name ({env('model')})")
+    p.add_argument("--plan", action="store_true", help="print the memory plan without loading the model; "
+                   "exit 0 if it fits, 1 if not")
+    p.add_argument("--json", action="store_true", help="with --plan: print the plan as one JSON object")
+    return p
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items()}
+    if args.demo:
+        if args.model or args.profile:
+            raise ConfigError("--demo serves the bundled model; leave out --model and --profile")
+        overrides["model_path"] = "demo"
+    return load_settings(**overrides)
+
+
+def _is_demo(settings: Settings) -> bool:
+    return (settings.model_path or "").strip().lower() == "demo"
+
+
+def _backend_for(settings: Settings, layout: WeightsLayout) -> str:
+    if settings.backend != "auto":
+        return settings.backend
+    return "llamacpp" if layout.format == "gguf" else "transformers"
+
+
+def _plan(settings: Settings, layout: WeightsLayout, profile: Profile | None, gpu: GpuInfo | None) -> MemoryPlan:
+    return plan_memory(layout, backend=_backend_for(settings, layout), vram_gb=settings.vram_gb, ctx=settings.ctx,
+                       n_gpu_layers=settings.n_gpu_layers, gpu=gpu, profile=profile)
+
+
+def _plan_target(settings: Settings) -> tuple[str, WeightsLayout, Profile | None]:
+    """What ``--plan`` plans for, without downloading: a file when there is one, else the profile's numbers."""
+    if _is_demo(settings):
+        path = demo_model_path()
+        return str(path), inspect_weights(path), None
+    if settings.model_path:
+        resolved = resolve_model(model_path=settings.model_path, profile_id=None, hf_endpoint=settings.hf_endpoint)
+        return str(resolved.path), inspect_weights(resolved.path), resolved.profile
+    profile = get_profile(settings.profile) if settings.profile else None
+    found = find_local(WEIGHTS_DIR, profile)
+    if found:
+        return str(found[0]), inspect_weights(found[0]), found[1] or profile_for_file(found[0].name)
+    target = profile or default_profile()
+    return target.id, layout_from_profile(target), target
+
+
+def run_plan(settings: Settings, as_json: bool) -> int:
+    target, layout, profile = _plan_target(settings)
+    gpu = detect_gpu()
+    plan = _plan(settings, layout, profile, gpu)
+    if as_json:
+        out: dict[str, Any] = {"model": target, "profile": profile.id if profile else None,
+                               "gpu": None if gpu is None else {"name": gpu.name, "total_bytes": gpu.total_bytes,
+                                                                "free_bytes": gpu.free_bytes}}
+        out.update(plan.to_dict())
+        print(json.dumps(out))
+    else:
+        print(f"model: {target}")
+        print("\n".join(plan.lines()))
+    return EXIT_OK if plan.fits else EXIT_NO_FIT
+
+
+class _RichProgress:
+    """A download progress bar on stderr."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                  TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+        self._task: Any = None
+
+    def start(self, name: str, total: int | None, done: int) -> None:
+        self._progress.start()
+        self._task = self._progress.add_task(f"downloading {name}", total=total, completed=done)
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+    def finish(self) -> None:
+        self._progress.stop()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads so a busy port fails at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (98, 48):  # EADDRINUSE on Linux, macOS
+            raise FatalError(f"port {port} on {host} is already in use",
+                             hint=f"stop the other server, or pick another port with --port / {env_name('port')}") from None
+        raise FatalError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                         hint=f"check --host / {env_name('host')}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def banner(resolved: ResolvedModel, info: dict[str, Any], plan: MemoryPlan, host: str, port: int,
+           api_key: bool) -> str:
+    """The block printed before serving: what is served, how, and where clients point."""
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    if ":" in shown_host and not shown_host.startswith("["):
+        shown_host = f"[{shown_host}]"
+    url = f"http://{shown_host}:{port}/v1"
+    gpu = info.get("n_gpu_layers")
+    where = "CPU only" if plan.device == "cpu" or gpu == 0 else f"{'all' if gpu == -1 else gpu} layers on the GPU"
+    source = {"flag": "--model / AGENT_MODEL_PATH", "weights": "found in model/weights/",
+              "download": "downloaded from the hub", "demo": "bundled demo model"}[resolved.source]
+    lines = [
+        "─" * 72,
+        f" model      {info.get('model_path', resolved.path)}  ({source})",
+        f" served as  {info.get('model_id')}",
+        f" backend    {info.get('backend')}   context {info.get('n_ctx'):,} tokens",
+        f" compute    {info.get('n_threads')} CPU threads, {where}",
+        f" plan       {plan.total_bytes / (1 << 30):.2f} GiB of {plan.budget_bytes / (1 << 30):.2f} GiB budget"
+        + (" (figures for a GPU; running on the CPU)" if plan.device == "cpu" else ""),
+        f" listening  http://{shown_host}:{port}  (health: /health)" + ("   bearer key required on /v1" if api_key else ""),
+        " clients    export AGENT_MODEL_URL=" + url,
+        f"            openai.OpenAI(base_url=\"{url}\", api_key=\"{'<your key>' if api_key else 'none'}\")",
+        "─" * 72,
+    ]
+    return "\n".join(lines)
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from servr.app import create_app
+    from servr.engines import load_engine
+
+    class _ReadyServer(uvicorn.Server):
+        """uvicorn's server, saying once when it is ready (its own lines are at INFO level)."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                print("ready: serving until Ctrl-C", flush=True)
+
+    sock = _bind(settings.host, settings.port)
+    try:
+        progress = _RichProgress() if sys.stderr.isatty() else None
+        resolved = resolve_model(model_path=settings.model_path, profile_id=settings.profile,
+                                 hf_endpoint=settings.hf_endpoint, progress=progress)
+        if resolved.warning:
+            print(f"\n!!! {resolved.warning}\n", file=sys.stderr, flush=True)
+        layout = inspect_weights(resolved.path)
+        gpu = detect_gpu()
+        plan = _plan(settings, layout, resolved.profile or profile_for_file(resolved.path.name), gpu)
+        if not plan.fits and gpu is not None:
+            print("\n".join(plan.lines()), file=sys.stderr)
+            print(f"error: {resolved.path.name} does not fit in {settings.vram_gb:g} GiB of GPU memory"
+                  + (f"; {plan.suggestion}" if plan.suggestion else ""), file=sys.stderr)
+            return EXIT_NO_FIT
+        effective = settings.model_copy(update={
+            "model_path": str(resolved.path),
+            "ctx": settings.ctx or plan.n_ctx,
+            "n_gpu_layers": settings.n_gpu_layers if settings.n_gpu_layers is not None else plan.llama_n_gpu_layers,
+        })
+        engine = load_engine(effective, resolved.path)
+        try:
+            app = create_app(effective, engine)
+            print("\n".join(plan.lines()), flush=True)
+            print(banner(resolved, engine.describe(), plan, settings.host, sock.getsockname()[1],
+                         settings.api_key is not None), flush=True)
+            server = _ReadyServer(uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
+                                                 timeout_graceful_shutdown=5))
+            server.run(sockets=[sock])
+        finally:
+            engine.close()
+    finally:
+        sock.close()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.json and not args.plan:
+        parser.error("--json goes with --plan")
+    try:
+        settings = _settings_from(args)
+        if args.plan:
+            return run_plan(settings, args.json)
+        return serve(settings)
+    except AgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
