@@ -113,6 +113,12 @@ class Agent:
                                         summary_tokens=max(64, min(600, self._budget.limit // 6)))
         return self._budget
 
+    def use_gateway(self, gateway: ModelGateway) -> None:
+        """Continue with another model (``/gemini``, ``/local``); the context is sized again on next use."""
+        self.gateway = gateway
+        self._budget = None
+        self._compactor = None
+
     def system_message(self, task: str, session_id: str) -> Message:
         sections = gather_sections(self.prompt_sections, task, session_id, self.events.notice)
         return Message.system(system_prompt(self.settings.workspace_root, sections=sections))
@@ -148,15 +154,18 @@ class Agent:
                          time.monotonic() - st.started, budget)
 
     def _start(self, task: str, session_id: str | None, cancel: threading.Event) -> _Run:
+        budget = self.context  # sized first: a server that does not answer stops us before a session is made
+        provider = str(getattr(self.gateway, "provider", None) or type(self.gateway).__name__)
+        model = str(getattr(self.gateway, "model", "") or "")
         if session_id is None:
-            provider = getattr(self.gateway, "provider", None) or type(self.gateway).__name__
             session_id = self.sessions.create(title=task.splitlines()[0], workspace=self.settings.workspace_root,
-                                              provider=str(provider), model=str(getattr(self.gateway, "model", "")))
+                                              provider=provider, model=model)
             history: list[StoredMessage] = []
         else:
             history = self.sessions.load(session_id)
+            self.sessions.update(session_id, provider=provider, model=model)
         if session_id != self._session:
-            self.context.forget()
+            budget.forget()
             self._session = session_id
         stored = self.sessions.append(session_id, Message.user(task))
         history.append(stored)
@@ -273,8 +282,10 @@ class Agent:
         if not calls:
             if unreadable:
                 self._append(st, Message.assistant(msg.content))
+                cut = (f" (the reply was cut off at the {self.context.reply_tokens}-token limit: write less per call)"
+                       if completion.finish_reason == "length" else "")
                 self._format_error(st, "your tool call could not be read: " + "; ".join(
-                    c.error or "no tool name" for c in unreadable))
+                    c.error or "no tool name" for c in unreadable) + cut)
                 return ()
             if not text.strip():
                 self._format_error(st, "your reply was empty")

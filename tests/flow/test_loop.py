@@ -347,3 +347,21 @@ def test_tools_from_a_provider_are_asked_before_every_model_call(make_agent, too
     agent, _, _ = make_agent([promote, use, check])
     agent.registry.add_provider(skills)
     assert agent.run("promote and use").status == "done"
+
+
+def test_another_gateway_continues_the_same_session(make_agent, store):
+    from gate.scripted import ScriptedGateway
+
+    agent, first, _ = make_agent([ToolCall("echo", {"text": "a"}), "first answer"], context=8192)
+    result = agent.run("start")
+
+    def check(messages, offered):
+        assert [m.role for m in messages] == ["system", "user", "assistant", "tool", "assistant", "user"]
+        return "second answer"
+
+    with ScriptedGateway([check], model="other", context=32768) as second:
+        agent.use_gateway(second)
+        again = agent.run("continue", session_id=result.session_id)
+    assert (again.status, again.answer) == ("done", "second answer")
+    assert agent.context.context_length == 32768
+    assert store.info(result.session_id).model == "other"
