@@ -54,9 +54,12 @@ def gemini_schema(schema: Any) -> Any:
             out[key] = gemini_schema(value)
         elif key in _SCHEMA_KEYS:
             out[key] = value
-    if out.get("enum") and out.get("type") not in (None, "string"):
-        out["enum"] = [str(v) for v in out["enum"]]  # Gemini's enums are strings
-        out["type"] = "string"
+    if out.get("enum") and (out.get("type") not in (None, "string") or
+                            not all(isinstance(v, str) for v in out["enum"])):
+        # Gemini takes enums of strings only; turning 1 into "1" would make the model send the
+        # wrong type, so the choices go into the description instead
+        choices = ", ".join(json.dumps(v) for v in out.pop("enum"))
+        out["description"] = (out.get("description", "") + f" (one of: {choices})").strip()
     return out
 
 
