@@ -1,0 +1,1 @@
+"""The OpenAI-compatible model server: app factory, schemas, engines (llama.cpp, Transformers)."""

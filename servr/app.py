@@ -1,0 +1,231 @@
+"""The FastAPI app factory: OpenAI-compatible routes under ``/v1`` and the service routes beside them.
+
+``create_app(settings, engine)`` builds everything it needs (queue, metrics registry, renderer,
+embedder) and keeps it on ``app.state.server``: two apps in one process share nothing. The app
+does not own the engine: whoever loaded it closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from boot.settings import Settings
+from servr import chat, completions, errors
+from servr.chat_template import ChatRenderer
+from servr.embeddings import Embedder, encode_vector
+from servr.engines.base import Engine
+from servr.errors import APIError, bad_request
+from servr.generation import GenerationStream, watch_disconnect
+from servr.metrics import CONTENT_TYPE, ServerMetrics
+from servr.scheduler import Scheduler
+from servr.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    TokenizeRequest,
+)
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass
+class ServerState:
+    """Everything one app serves with."""
+
+    settings: Settings
+    engine: Engine
+    scheduler: Scheduler
+    metrics: ServerMetrics
+    renderer: ChatRenderer
+    embedder: Embedder
+    model_ids: list[str]
+    started: float = field(default_factory=time.time)
+
+    def check_model(self, model: str, *, embeddings: bool = False) -> str:
+        """The id to answer with; 404 ``model_not_found`` listing what is served."""
+        known = list(self.model_ids) + ([self.embedder.model_id] if embeddings else [])
+        if model in known:
+            return model
+        raise APIError(404, f"The model '{model}' does not exist here. This server serves: {', '.join(known)}.",
+                       param="model", code="model_not_found")
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.server  # type: ignore[no-any-return]
+
+
+def _require_key(request: Request) -> None:
+    key = _state(request).settings.api_key
+    if key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.get_secret_value().encode()):
+        what = "No API key was provided" if not header else "The API key is not correct"
+        raise APIError(401, f"{what}. Send 'Authorization: Bearer <key>' with the key set in AGENT_API_KEY.",
+                       code="invalid_api_key")
+
+
+def _model_card(model_id: str, created: int, owner: str = "local") -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owner}
+
+
+async def _run(request: Request, stream: GenerationStream, body: Any, streaming: bool) -> Response:
+    stream.submit()
+    if streaming:
+        return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+    watcher = asyncio.create_task(watch_disconnect(request.receive, stream))
+    try:
+        return JSONResponse(await body)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+def _v1_routes() -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(_require_key)])
+
+    @router.get("/models")
+    async def list_models(request: Request) -> dict[str, Any]:
+        s = _state(request)
+        created = int(s.started)
+        cards = [_model_card(m, created) for m in s.model_ids] + [_model_card(s.embedder.model_id, created)]
+        return {"object": "list", "data": cards}
+
+    @router.get("/models/{model_id:path}")
+    async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+        s = _state(request)
+        return _model_card(s.check_model(model_id, embeddings=True), int(s.started))
+
+    @router.post("/chat/completions")
+    async def chat_completions(req: ChatCompletionRequest, request: Request) -> Response:
+        s = _state(request)
+        model = s.check_model(req.model)
+        plan = await asyncio.to_thread(chat.plan_chat, req, s.engine, s.renderer)
+        stream = GenerationStream(s.scheduler, s.engine, plan.prompt, plan.params, plan.stops, s.metrics)
+        body = chat.stream_chunks(stream, plan, model) if req.stream else chat.complete(stream, plan, model)
+        return await _run(request, stream, body, req.stream)
+
+    @router.post("/completions")
+    async def text_completions(req: CompletionRequest, request: Request) -> Response:
+        s = _state(request)
+        model = s.check_model(req.model)
+        plan = await asyncio.to_thread(completions.plan_completion, req, s.engine)
+        stream = GenerationStream(s.scheduler, s.engine, plan.prompt, plan.params, plan.stops, s.metrics)
+        body = completions.stream_chunks(stream, plan, model) if req.stream else completions.complete(stream, plan, model)
+        return await _run(request, stream, body, req.stream)
+
+    @router.post("/embeddings")
+    async def embeddings(req: EmbeddingRequest, request: Request) -> dict[str, Any]:
+        s = _state(request)
+        s.check_model(req.model, embeddings=True)
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        if not texts or any(not isinstance(t, str) for t in texts):
+            raise bad_request("input must be a string or a non-empty list of strings (token arrays are not supported: "
+                              "send the text)", param="input")
+        vectors, tokens = await asyncio.to_thread(s.embedder.embed, texts)  # type: ignore[arg-type]
+        if req.dimensions is not None and req.dimensions != vectors.shape[1]:
+            raise bad_request(f"{s.embedder.model_id} makes {vectors.shape[1]}-dimensional vectors; "
+                              f"dimensions={req.dimensions} is not supported", param="dimensions")
+        data = [{"object": "embedding", "index": i, "embedding": encode_vector(v, req.encoding_format)}
+                for i, v in enumerate(vectors)]
+        return {"object": "list", "data": data, "model": s.embedder.model_id,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    return router
+
+
+def _service_routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health")
+    async def health(request: Request) -> dict[str, Any]:
+        s = _state(request)
+        return {"status": "ok", "model": s.model_ids[0], "aliases": s.model_ids[1:], **s.engine.describe(),
+                "embedding_model": s.embedder.model_id, "embedding_loaded": s.embedder.loaded,
+                "queue": {"waiting": s.scheduler.depth, "capacity": s.scheduler.capacity,
+                          "generating": s.scheduler.busy},
+                "uptime_s": round(time.time() - s.started, 3)}
+
+    @router.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+    @router.post("/tokenize", dependencies=[Depends(_require_key)])
+    async def tokenize(req: TokenizeRequest, request: Request) -> dict[str, Any]:
+        engine = _state(request).engine
+        tokens = await asyncio.to_thread(engine.tokenize, req.content, add_special=req.add_special)
+        if not req.with_pieces:
+            return {"tokens": tokens}
+        return {"tokens": [{"id": t, "piece": engine.detokenize([t])} for t in tokens]}
+
+    @router.post("/detokenize", dependencies=[Depends(_require_key)])
+    async def detokenize(req: DetokenizeRequest, request: Request) -> dict[str, Any]:
+        engine = _state(request).engine
+        bad = [t for t in req.tokens if not 0 <= t < engine.n_vocab]
+        if bad:
+            raise bad_request(f"token ids must be between 0 and {engine.n_vocab - 1} (got {bad[0]})", param="tokens")
+        return {"content": await asyncio.to_thread(engine.detokenize, req.tokens)}
+
+    return router
+
+
+class _CountRequests:
+    """ASGI middleware counting answered requests by route and status (streams included)."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_counted(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            self.metrics.requests.labels(scope.get("path", ""), str(status["code"])).inc()
+
+
+def create_app(settings: Settings, engine: Engine) -> FastAPI:
+    """A fresh app serving ``engine`` as configured by ``settings``."""
+    scheduler = Scheduler(settings.queue_size)
+    metrics = ServerMetrics(lambda: scheduler.depth, lambda: scheduler.busy)
+    model_ids = [engine.model_id] + [a for a in settings.model_aliases if a != engine.model_id]
+    state = ServerState(settings, engine, scheduler, metrics, ChatRenderer(engine.chat_template()),
+                        Embedder(settings.embed_model), model_ids)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(scheduler.close)
+
+    app = FastAPI(title="local-coder model server", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.server = state
+    errors.install(app)
+    app.include_router(_v1_routes())
+    app.include_router(_service_routes())
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(_CountRequests, metrics=metrics)
+    return app

@@ -1,0 +1,192 @@
+"""A generation as the routes see it: queued, run on the worker thread, streamed back as events.
+
+The worker side walks the engine's tokens, cuts the text at the first stop string (holding back
+text that may be the start of one), and posts events to the request's event loop. The async
+side reads them; leaving the read early (client gone) sets the job's cancel flag, which the
+engine checks between tokens, so the model is free again within a token or two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable, Union
+
+from servr.engines.base import Engine, SamplingParams, TokenLogprob
+from servr.errors import APIError
+from servr.metrics import ServerMetrics
+from servr.scheduler import QueueFull, Scheduler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finished:
+    finish_reason: str  # stop | length | cancelled
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: APIError
+
+
+Event = Union[Delta, Finished, Failed]
+
+
+class StopMatcher:
+    """Cuts streamed text at the first stop string; holds back a tail that may begin one."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self._held = ""
+
+    def push(self, text: str) -> tuple[str, bool]:
+        """(text safe to send now, whether a stop string was found)."""
+        if not self.stops:
+            return text, False
+        buf = self._held + text
+        hits = [i for i in (buf.find(s) for s in self.stops) if i != -1]
+        if hits:
+            self._held = ""
+            return buf[: min(hits)], True
+        keep = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(buf)), 0, -1):
+                if buf.endswith(s[:k]):
+                    keep = max(keep, k)
+                    break
+        self._held = buf[len(buf) - keep:] if keep else ""
+        return buf[: len(buf) - keep], False
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held
+
+
+def run_generation(engine: Engine, prompt: list[int], params: SamplingParams, stops: list[str],
+                   cancel: threading.Event, emit: Callable[[Event], None]) -> None:
+    """Worker side: generate and post events; every outcome ends with exactly one Finished or Failed."""
+    try:
+        gen = engine.generate(prompt, params, cancel)
+    except ValueError as exc:
+        emit(Failed(APIError(400, str(exc))))
+        return
+    matcher = StopMatcher(stops)
+    finish = None
+    try:
+        for step in gen.steps:
+            text, stopped = matcher.push(step.text)
+            if text or step.logprob is not None:
+                emit(Delta(text, (step.logprob,) if step.logprob is not None else ()))
+            if stopped:
+                finish = "stop"
+                break
+    except Exception as exc:  # a failure inside the engine: report it, keep serving
+        log.exception("generation failed")
+        emit(Failed(APIError(500, f"generation failed ({type(exc).__name__}: {exc}); retrying will not help",
+                             type="server_error", code="internal_error", headers={"x-should-retry": "false"})))
+        return
+    finally:
+        gen.steps.close()  # type: ignore[attr-defined]
+    if finish is None:
+        rest = matcher.flush()
+        if rest:
+            emit(Delta(rest))
+        finish = gen.finish_reason
+    emit(Finished(finish, gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens))
+
+
+@dataclass
+class GenerationStream:
+    """One queued generation, read from the event loop with ``async for``."""
+
+    scheduler: Scheduler
+    engine: Engine
+    prompt: list[int]
+    params: SamplingParams
+    stops: list[str]
+    metrics: ServerMetrics
+    arrived: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    _queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    _cancel: threading.Event | None = None
+
+    def submit(self) -> None:
+        """Queue the generation; a full queue is a 503 with ``Retry-After``."""
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        started: list[float] = []
+
+        def emit(event: Event) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+            except RuntimeError:  # the loop is gone (server stopping): nobody is listening
+                if self._cancel is not None:
+                    self._cancel.set()
+
+        def work(cancel: threading.Event) -> None:
+            started.append(time.perf_counter())
+            self.metrics.queue_wait.observe(started[0] - self.arrived)
+            run_generation(self.engine, self.prompt, self.params, self.stops, cancel, emit)
+
+        try:
+            job = self.scheduler.submit(work)
+        except QueueFull as exc:
+            raise APIError(503, f"The server is busy: {exc}. Retry after a few seconds.", type="server_error",
+                           code="server_busy", headers={"Retry-After": "2"}) from None
+        self._cancel = job.cancel
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Events until Finished or Failed; stopping the iteration early cancels the generation."""
+        finished = False
+        try:
+            while True:
+                event = await self._queue.get()
+                if isinstance(event, Delta) and self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
+                    self.metrics.ttft.observe(self.first_token_at - self.arrived)
+                if isinstance(event, Finished):
+                    finished = True
+                    self._record(event)
+                yield event
+                if isinstance(event, (Finished, Failed)):
+                    finished = True
+                    return
+        finally:
+            if not finished:
+                self.cancel()
+                self.metrics.cancelled.inc()
+
+    def _record(self, event: Finished) -> None:
+        self.metrics.prompt_tokens.inc(event.prompt_tokens)
+        self.metrics.cached_tokens.inc(event.cached_tokens)
+        self.metrics.completion_tokens.inc(event.completion_tokens)
+        if self.first_token_at is not None and event.completion_tokens > 1:
+            elapsed = time.perf_counter() - self.first_token_at
+            if elapsed > 0:
+                self.metrics.decode_rate.observe((event.completion_tokens - 1) / elapsed)
+
+
+async def watch_disconnect(receive: Callable[[], object], stream: GenerationStream) -> None:
+    """Cancel ``stream`` when the client of a non-streaming request goes away."""
+    while True:
+        message = await receive()  # type: ignore[misc]
+        if isinstance(message, dict) and message.get("type") == "http.disconnect":
+            stream.cancel()
+            return

@@ -1,0 +1,57 @@
+"""GBNF grammars for llama.cpp from a :class:`~servr.engines.base.Constraint`.
+
+JSON schemas go through llama-cpp-python's own converter (a port of llama.cpp's
+``json_schema_to_grammar``). A tool call is wrapped in the ``<tool_call>`` markup the chat
+templates and the shared parser use, with ``name`` fixed to one of the offered tools and
+``arguments`` bound to that tool's schema, so the call always parses and validates.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llama_cpp.llama_grammar import SchemaConverter
+
+from servr.engines.base import Constraint
+
+# any JSON object: what response_format json_object promises
+_ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def _rules(schema: dict[str, Any], root_name: str) -> str:
+    """Rules for ``schema``; its top rule is ``root_name`` (``""`` names it ``root``)."""
+    converter = SchemaConverter(prop_order={"name": 0, "arguments": 1}, allow_fetch=False, dotall=False,
+                                raw_pattern=False)
+    resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "request")
+    converter.visit(resolved, root_name)
+    return converter.format_grammar()
+
+
+def tool_call_schema(constraint: Constraint) -> dict[str, Any]:
+    """The JSON schema of the object inside ``<tool_call>``: one alternative per tool."""
+    alternatives = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": tool.name}, "arguments": tool.parameters or {"type": "object"}},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for tool in constraint.tools
+    ]
+    return alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
+
+
+def to_gbnf(constraint: Constraint) -> str:
+    """The grammar text; raises ``ValueError`` naming the problem when the schema cannot be converted."""
+    try:
+        if constraint.kind == "json":
+            return _rules(_ANY_OBJECT, "")
+        if constraint.kind == "json_schema":
+            return _rules(constraint.schema or _ANY_OBJECT, "")
+        if not constraint.tools:
+            raise ValueError("a tool_call constraint needs at least one tool")
+        body = _rules(tool_call_schema(constraint), "call")
+        return 'root ::= "<tool_call>\\n" call "\\n</tool_call>"\n' + body
+    except (KeyError, TypeError, AssertionError, RecursionError, json.JSONDecodeError) as exc:
+        raise ValueError(f"the JSON schema cannot be turned into a grammar ({type(exc).__name__}: {exc})") from None
