@@ -99,13 +99,14 @@ class Compactor:
         self.temperature = temperature
 
     def summarise(self, entries: Sequence[StoredMessage], *, cancel: threading.Event | None = None,
-                  on_retry: Callable[[str], None] | None = None) -> Summary:
+                  on_retry: Callable[[str], None] | None = None, factor: float = 1.0) -> Summary:
+        """The summary of ``entries``; ``factor`` is the token counter's calibration (real/estimated)."""
         transcript = render(entries)
         words = max(40, int(self.summary_tokens * 0.6))
         system = Message.system(INSTRUCTIONS.format(words=words))
         # what one call can carry: the limit less instructions, the summary so far and its reply
         room_tokens = self.limit_tokens - 2 * self.summary_tokens - math.ceil(len(system.content) / CHARS_PER_TOKEN) - 40
-        chunk_chars = max(400, int(room_tokens * CHARS_PER_TOKEN))
+        chunk_chars = max(400, int(room_tokens * CHARS_PER_TOKEN / max(factor, 0.3)))
         chunks = [transcript[i:i + chunk_chars] for i in range(0, len(transcript), chunk_chars)] or [""]
         usage = Usage()
         summary = ""

@@ -30,10 +30,8 @@ from core.gateway import ModelGateway
 from core.messages import Message, ToolCall
 from core.tools import Tool
 from store.sessions import StoredMessage
-from tool.registry import clip_text
+from tool.registry import CHARS_PER_TOKEN, clip_text
 
-#: characters per token before calibration (code and JSON run 3-4; lower overestimates, safely)
-CHARS_PER_TOKEN = 3.0
 #: tokens a chat template adds around each message (role markers, separators)
 MESSAGE_OVERHEAD = 4
 #: an estimate above this share of the limit is checked with the gateway's exact count

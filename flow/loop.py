@@ -221,7 +221,8 @@ class Agent:
         if st.cancel.is_set():
             raise Interrupted("interrupted by the person")
         assert self._compactor is not None
-        summary = self._compactor.summarise(dropped, cancel=st.cancel, on_retry=self.events.notice)
+        summary = self._compactor.summarise(dropped, cancel=st.cancel, on_retry=self.events.notice,
+                                            factor=self.context.counter.factor)
         st.usage = st.usage + summary.usage
         if st.cancel.is_set():
             raise Interrupted("interrupted while compacting the context")
@@ -234,8 +235,11 @@ class Agent:
         st.steps += 1
         self.events.thinking(st.steps)
 
+        streamed: list[str] = []
+
         def on_event(event: StreamEvent) -> None:
             if event.kind == "text" and event.text:
+                streamed.append(event.text)
                 self.events.text(event.text)
 
         budget = self.context
@@ -245,6 +249,9 @@ class Agent:
                                                    temperature=self.settings.temperature, on_event=on_event,
                                                    cancel=st.cancel)
                 break
+            except Interrupted:
+                self._keep_partial(st, "".join(streamed))
+                raise
             except ContextOverflow:
                 if attempt:
                     raise BudgetExceeded("the model server says the request does not fit its context, even cut down",
@@ -259,13 +266,16 @@ class Agent:
         used = completion.usage.prompt_tokens or request.tokens
         self.events.usage(st.usage, used, budget.context_length)
         if st.cancel.is_set():
-            partial = completion.message.content.strip()
-            if partial:
-                # what was said stays; calls from a cut-off reply are not run
-                self._append(st, Message.assistant(partial))
-                st.answer = partial
+            self._keep_partial(st, completion.message.content)
             raise Interrupted("interrupted by the person")
         return completion
+
+    def _keep_partial(self, st: _Run, text: str) -> None:
+        """What the person saw of an interrupted reply stays in the session; its calls are not run."""
+        partial = text.strip()
+        if partial:
+            self._append(st, Message.assistant(partial + " [interrupted]"))
+            st.answer = partial
 
     def _record_reply(self, st: _Run, completion: Completion, tools: Sequence[Tool]) -> tuple[ToolCall, ...]:
         msg = completion.message

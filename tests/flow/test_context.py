@@ -60,7 +60,7 @@ def test_a_big_tool_result_is_clipped_with_head_tail_and_how_to_see_more():
     assert clipped.startswith("line 1\nline 2\n")
     assert clipped.endswith("line 2000\n")
     assert "left out" in clipped and "read_file with a line range" in clipped
-    assert len(clipped) < 300 * 3.5 + 400
+    assert len(clipped) < 300 * 3 + 400
     assert request.clipped == 1
 
 
@@ -212,3 +212,18 @@ def test_compaction_without_the_model_falls_back_to_a_plain_summary(make_agent, 
     summary = [r for r in store.records(result.session_id) if r.kind == "summary"][0].message.content
     assert summary.startswith(SUMMARY_HEADER + "\n(Written without the model: HTTP 503 from the model server.)")
     assert "Tool calls made: read_chunk" in summary
+
+
+def test_the_newest_round_is_clipped_harder_when_it_alone_is_too_big():
+    gateway = ScriptedGateway([], context=4096)
+    budget = ContextBudget(gateway, context_length=4096, reply_tokens=1024)
+    calls = [ToolCall("read_file", {"path": f"f{i}"}) for i in range(5)]
+    results = [Message.tool(c.id, "read_file", "".join(f"{i}:{n}\n" for n in range(6000))) for i, c in enumerate(calls)]
+    h = history(Message.user(TASK), Message.assistant("", calls), *results)
+    request = budget.build(Message.system("sys"), h, (), task_seq=1)
+    assert request.dropped == []
+    assert len(request.messages) == 8
+    well_formed(request.messages)
+    for i, msg in enumerate(request.messages[3:]):
+        assert msg.content.startswith(f"{i}:0\n") and msg.content.endswith(f"{i}:5999\n") and "left out" in msg.content
+    assert gateway.count_tokens(request.messages, ()) <= budget.limit

@@ -224,8 +224,8 @@ def test_ctrl_c_while_the_answer_streams_interrupts(make_agent, store):
     result = agent.run("explain", cancel=cancel)
     assert result.status == "interrupted"
     assert "".join(events.of("text")) == "A lo"
-    messages = store.messages(result.session_id)
-    assert [m.role for m in messages] == ["user"]
+    assert result.answer == "A lo"
+    assert store.messages(result.session_id)[1:] == [Message.assistant("A lo [interrupted]")]
 
     agent2, _, _ = make_agent(["short"])
     assert agent2.run("again", session_id=result.session_id).status == "done"
