@@ -67,15 +67,16 @@ def test_a_big_tool_result_is_clipped_with_head_tail_and_how_to_see_more():
 def test_old_outputs_become_stubs_before_any_round_is_dropped():
     gateway = ScriptedGateway([], context=4096)
     budget = ContextBudget(gateway, context_length=4096, reply_tokens=1024)
-    rounds_ = [tool_round("read_file", f"content {i} " + "y" * 2400, path=f"f{i}.py") for i in range(4)]
+    rounds_ = [tool_round("read_file", f"content {i} " + "y" * 2000, path=f"f{i}.py") for i in range(5)]
     h = history(Message.user(TASK), *[m for r in rounds_ for m in r])
     request = budget.build(Message.system("sys"), h, (), task_seq=1)
     assert request.dropped == []
     assert request.stubbed >= 1
     assert request.messages[1] == Message.user(TASK)
-    assert request.messages[-1].content.startswith("content 3 ")  # the newest round is whole
+    assert request.messages[-1].content == "content 4 " + "y" * 2000  # the newest round is whole
     stub = request.messages[3].content
-    assert stub.startswith("[old output of read_file left out to save context (ok, 2410 characters)")
+    assert stub.startswith("[old output of read_file left out to save context (ok, 2010 characters)")
+    assert request.clipped == 0
     well_formed(request.messages)
     assert gateway.count_tokens(request.messages, ()) <= 4096 - 1024
 

@@ -365,3 +365,12 @@ def test_another_gateway_continues_the_same_session(make_agent, store):
     assert (again.status, again.answer) == ("done", "second answer")
     assert agent.context.context_length == 32768
     assert store.info(result.session_id).model == "other"
+
+
+def test_a_task_too_big_for_the_context_ends_with_a_context_budget(make_agent, store):
+    agent, gateway, _ = make_agent([], context=4096, max_reply_tokens=1024)
+    result = agent.run("summarise this: " + "word " * 4000)
+    assert (result.status, result.budget, result.steps) == ("budget_exceeded", "context", 0)
+    assert "more than the 3072 this model's context leaves after the reply budget" in result.reason
+    assert gateway.calls == 0
+    assert store.info(result.session_id).status == "budget_exceeded"
