@@ -93,8 +93,7 @@ class Agent:
             self.prompt_sections = list(system_prompt_extra)
         self.format_error_limit = FORMAT_ERROR_LIMIT
         self.repeat_limit = REPEAT_LIMIT
-        self._budget: ContextBudget | None = None
-        self._compactor: Compactor | None = None
+        self._sized: tuple[ContextBudget, Compactor] | None = None
         self._session: str | None = None
 
     # --- the context ---------------------------------------------------------------------------
@@ -102,22 +101,29 @@ class Agent:
     @property
     def context(self) -> ContextBudget:
         """The context budget, sized on first use (asking the server for its context length)."""
-        if self._budget is None:
+        return self._size()[0]
+
+    @property
+    def compactor(self) -> Compactor:
+        return self._size()[1]
+
+    def _size(self) -> tuple[ContextBudget, Compactor]:
+        if self._sized is None:
             server = self.gateway.context_length()
             known = [n for n in (self.settings.ctx, server) if n]
             ctx = min(known) if known else DEFAULT_CONTEXT
             reply = reply_budget(ctx, self.settings.max_reply_tokens)
-            self._budget = ContextBudget(self.gateway, context_length=ctx, reply_tokens=reply,
-                                         tool_result_tokens=self.settings.tool_result_tokens)
-            self._compactor = Compactor(self.gateway, limit_tokens=self._budget.limit,
-                                        summary_tokens=max(64, min(600, self._budget.limit // 6)))
-        return self._budget
+            budget = ContextBudget(self.gateway, context_length=ctx, reply_tokens=reply,
+                                   tool_result_tokens=self.settings.tool_result_tokens)
+            compactor = Compactor(self.gateway, limit_tokens=budget.limit,
+                                  summary_tokens=max(64, min(600, budget.limit // 6)))
+            self._sized = (budget, compactor)
+        return self._sized
 
     def use_gateway(self, gateway: ModelGateway) -> None:
         """Continue with another model (``/gemini``, ``/local``); the context is sized again on next use."""
         self.gateway = gateway
-        self._budget = None
-        self._compactor = None
+        self._sized = None
 
     def system_message(self, task: str, session_id: str) -> Message:
         sections = gather_sections(self.prompt_sections, task, session_id, self.events.notice)
@@ -220,8 +226,7 @@ class Agent:
     def _compact(self, st: _Run, dropped: list[StoredMessage]) -> None:
         if st.cancel.is_set():
             raise Interrupted("interrupted by the person")
-        assert self._compactor is not None
-        summary = self._compactor.summarise(dropped, cancel=st.cancel, on_retry=self.events.notice,
+        summary = self.compactor.summarise(dropped, cancel=st.cancel, on_retry=self.events.notice,
                                             factor=self.context.counter.factor)
         st.usage = st.usage + summary.usage
         if st.cancel.is_set():
@@ -291,7 +296,8 @@ class Agent:
         calls = tuple(c for c in calls if c.name)
         if not calls:
             if unreadable:
-                self._append(st, Message.assistant(msg.content))
+                if msg.content.strip():
+                    self._append(st, Message.assistant(msg.content))
                 cut = (f" (the reply was cut off at the {self.context.reply_tokens}-token limit: write less per call)"
                        if completion.finish_reason == "length" else "")
                 self._format_error(st, "your tool call could not be read: " + "; ".join(
