@@ -94,6 +94,7 @@ class Agent:
         self.format_error_limit = FORMAT_ERROR_LIMIT
         self.repeat_limit = REPEAT_LIMIT
         self._sized: tuple[ContextBudget, Compactor] | None = None
+        self._provisional = False  # sized on DEFAULT_CONTEXT because the server did not say (yet)
         self._session: str | None = None
 
     # --- the context ---------------------------------------------------------------------------
@@ -112,6 +113,7 @@ class Agent:
             server = self.gateway.context_length()
             known = [n for n in (self.settings.ctx, server) if n]
             ctx = min(known) if known else DEFAULT_CONTEXT
+            self._provisional = not known
             reply = reply_budget(ctx, self.settings.max_reply_tokens)
             budget = ContextBudget(self.gateway, context_length=ctx, reply_tokens=reply,
                                    tool_result_tokens=self.settings.tool_result_tokens)
@@ -160,6 +162,8 @@ class Agent:
                          time.monotonic() - st.started, budget)
 
     def _start(self, task: str, session_id: str | None, cancel: threading.Event) -> _Run:
+        if self._provisional:
+            self._sized = None  # the server may say now what it did not before
         budget = self.context  # sized first: a server that does not answer stops us before a session is made
         provider = str(getattr(self.gateway, "provider", None) or type(self.gateway).__name__)
         model = str(getattr(self.gateway, "model", "") or "")

@@ -8,6 +8,7 @@ import pytest
 
 from core.errors import ConfigError, ContextOverflow, GatewayError, ModelUnavailable
 from core.messages import Completion, Message, ToolCall, Usage
+from flow.loop import Agent
 from store.sessions import SessionNotFound
 
 from flow_helpers import well_formed
@@ -374,3 +375,23 @@ def test_a_task_too_big_for_the_context_ends_with_a_context_budget(make_agent, s
     assert "more than the 3072 this model's context leaves after the reply budget" in result.reason
     assert gateway.calls == 0
     assert store.info(result.session_id).status == "budget_exceeded"
+
+
+def test_the_context_is_asked_again_each_run_until_the_server_says(make_settings, store):
+    from gate.scripted import ScriptedGateway
+    from tool.registry import ToolRegistry
+
+    class StartsLate(ScriptedGateway):
+        """A server that cannot say its context at first (still loading), then can."""
+
+        answers = [None, 4096]
+
+        def context_length(self):
+            return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    with StartsLate(["one", "two"]) as gateway:
+        agent = Agent(gateway, ToolRegistry(), store, make_settings())
+        agent.run("first")
+        assert agent.context.context_length == 8192
+        agent.run("second")
+        assert agent.context.context_length == 4096
