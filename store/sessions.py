@@ -21,9 +21,10 @@ import sqlite3
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from core.errors import ConfigError
 from core.messages import Message, ToolCall
@@ -196,6 +197,21 @@ class SessionStore:
     def for_workspace(cls, workspace: str | os.PathLike[str]) -> "SessionStore":
         return cls(default_path(workspace))
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a Ctrl-C anywhere in it leaves nothing half-written."""
+        with self._lock:
+            if self._db.in_transaction:  # left open by an interrupt between BEGIN and its guard
+                self._db.execute("ROLLBACK")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -214,7 +230,7 @@ class SessionStore:
         sid = uuid.uuid4().hex[:12]
         now = time.time()
         title = " ".join(title.split())[:200]
-        with self._lock:
+        with self._transaction():
             self._db.execute(
                 "INSERT INTO sessions (id, created, updated, title, workspace, provider, model, status) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'new')",
@@ -237,7 +253,7 @@ class SessionStore:
         fields = {k: v for k, v in (("status", status), ("title", title), ("provider", provider),
                                     ("model", model)) if v is not None}
         sets = ", ".join(f"{k} = ?" for k in fields)
-        with self._lock:
+        with self._transaction():
             cur = self._db.execute(f"UPDATE sessions SET {sets}{', ' if sets else ''}updated = ? WHERE id = ?",
                                    (*fields.values(), time.time(), session_id))
         if cur.rowcount == 0:
@@ -261,7 +277,7 @@ class SessionStore:
         return found[0].id if found else None
 
     def delete(self, session_id: str) -> None:
-        with self._lock:
+        with self._transaction():
             self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
     # --- messages ------------------------------------------------------------------------------
@@ -270,21 +286,15 @@ class SessionStore:
                position: float | None = None) -> StoredMessage:
         """Write one message now (its own transaction); returns it with its place in the session."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
-                if cur.rowcount == 0:
-                    raise SessionNotFound(f"no session {session_id!r} in {self.path}",
-                                          hint="create it first with SessionStore.create()")
-                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?",
-                                       (session_id,)).fetchone()[0]
-                pos = float(seq) if position is None else position
-                self._insert(session_id, seq, pos, message, kind, now)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            cur = db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
+            if cur.rowcount == 0:
+                raise SessionNotFound(f"no session {session_id!r} in {self.path}",
+                                      hint="create it first with SessionStore.create()")
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?",
+                             (session_id,)).fetchone()[0]
+            pos = float(seq) if position is None else position
+            self._insert(session_id, seq, pos, message, kind, now)
         return StoredMessage(seq, pos, message, kind, False, now)
 
     def _insert(self, session_id: str, seq: int, pos: float, message: Message, kind: str, now: float) -> None:
@@ -341,8 +351,9 @@ class SessionStore:
                     msg = Message.tool(call.id, call.name, INTERRUPTED_RESULT)
                     self.append(session_id, msg, position=low + step * k)
                     if row["compacted"]:
-                        self._db.execute("UPDATE messages SET compacted = 1 WHERE session_id = ? AND tool_call_id = ?",
-                                         (session_id, call.id))
+                        with self._transaction() as db:
+                            db.execute("UPDATE messages SET compacted = 1 WHERE session_id = ? AND tool_call_id = ?",
+                                       (session_id, call.id))
                     answered.add(call.id)
                     added += 1
         return added
@@ -353,30 +364,22 @@ class SessionStore:
         if not seqs:
             raise ValueError("compact() needs at least one message to summarise")
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                marks = ",".join("?" * len(seqs))
-                last = self._db.execute(
-                    f"SELECT MAX(position) FROM messages WHERE session_id = ? AND seq IN ({marks})",
-                    (session_id, *seqs)).fetchone()[0]
-                if last is None:
-                    raise ValueError(f"session {session_id!r} has none of the messages {seqs[:5]}…")
-                nxt = self._db.execute(
-                    "SELECT MIN(position) FROM messages WHERE session_id = ? AND position > ?",
-                    (session_id, last)).fetchone()[0]
-                # just after the last summarised message, before whatever followed it
-                pos = (last + nxt) / 2 if nxt is not None else last + 0.5
-                self._db.execute(f"UPDATE messages SET compacted = 1 WHERE session_id = ? AND seq IN ({marks})",
-                                 (session_id, *seqs))
-                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?",
-                                       (session_id,)).fetchone()[0]
-                self._insert(session_id, seq, pos, summary, "summary", now)
-                self._db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        marks = ",".join("?" * len(seqs))
+        with self._transaction() as db:
+            last = db.execute(f"SELECT MAX(position) FROM messages WHERE session_id = ? AND seq IN ({marks})",
+                              (session_id, *seqs)).fetchone()[0]
+            if last is None:
+                raise ValueError(f"session {session_id!r} has none of the messages {seqs[:5]}…")
+            nxt = db.execute("SELECT MIN(position) FROM messages WHERE session_id = ? AND position > ?",
+                             (session_id, last)).fetchone()[0]
+            # just after the last summarised message, before whatever followed it
+            pos = (last + nxt) / 2 if nxt is not None else last + 0.5
+            db.execute(f"UPDATE messages SET compacted = 1 WHERE session_id = ? AND seq IN ({marks})",
+                       (session_id, *seqs))
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?",
+                             (session_id,)).fetchone()[0]
+            self._insert(session_id, seq, pos, summary, "summary", now)
+            db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
         return StoredMessage(seq, pos, summary, "summary", False, now)
 
     # --- per-session key/value state (the plan lives here) -----------------------------------
@@ -392,7 +395,7 @@ class SessionStore:
         """Store ``value_json`` (anything ``json.dumps`` accepts) under ``key``."""
         text = json.dumps(value_json, ensure_ascii=False)
         self.info(session_id)
-        with self._lock:
+        with self._transaction():
             self._db.execute(
                 "INSERT INTO session_state (session_id, key, value, updated) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (session_id, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",

@@ -153,3 +153,14 @@ def test_deleting_a_session_removes_its_messages_and_state(store):
     with sqlite3.connect(store.path) as raw:
         assert raw.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
         assert raw.execute("SELECT COUNT(*) FROM session_state").fetchone()[0] == 0
+
+
+def test_a_transaction_left_open_by_an_interrupt_is_rolled_back_before_the_next_write(store):
+    sid = store.create()
+    store._db.execute("BEGIN IMMEDIATE")  # what a Ctrl-C between BEGIN and its guard leaves behind
+    store._db.execute("INSERT INTO messages (session_id, seq, position, role, created) VALUES (?, 99, 99, 'user', 0)",
+                      (sid,))
+    store.append(sid, Message.user("after the interrupt"))
+    assert store.messages(sid) == [Message.user("after the interrupt")]
+    with SessionStore(store.path) as other:
+        assert other.messages(sid) == [Message.user("after the interrupt")]
