@@ -78,8 +78,8 @@ def test_the_estimate_is_used_while_no_server_answers_and_tokenize_is_found_late
 
 
 def test_the_estimate_errs_towards_more_tokens():
-    assert CHARS_PER_TOKEN <= 3.3
-    assert estimate_tokens("x" * 30) == 10 and estimate_tokens("x" * 31) == 11 and estimate_tokens("") == 0
+    assert CHARS_PER_TOKEN <= 3.26  # the densest text measured by bench/gate_token_estimate.py
+    assert estimate_tokens("x" * 32) == 10 and estimate_tokens("x" * 33) == 11 and estimate_tokens("") == 0
 
 
 # --- context length ----------------------------------------------------------------------------

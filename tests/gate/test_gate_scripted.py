@@ -40,7 +40,7 @@ def test_usage_is_filled_in_from_the_estimate_when_the_step_has_none():
     gateway = ScriptedGateway(["four"])
     usage = gateway.complete(ASK).usage
     assert usage.prompt_tokens == gateway.count_tokens(ASK) > 0
-    assert usage.completion_tokens == 2  # "four": 4 characters at 3 per token, rounded up
+    assert usage.completion_tokens == 2  # "four": 4 characters at 3.2 per token, rounded up
 
 
 def test_exception_steps_are_raised_as_instances_or_classes():
