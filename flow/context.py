@@ -182,7 +182,8 @@ class ContextBudget:
             if variant == "clip":
                 msg = replace(msg, content=clip_text(msg.content, cap))
             elif variant == "stub":
-                msg = stub_result(msg) if msg.role == "tool" else stub_calls(msg)
+                stub = stub_result(msg) if msg.role == "tool" else stub_calls(msg)
+                msg = stub if len(stub.content) < len(msg.content) or msg.role != "tool" else msg
             found = (msg, TokenCounter.raw(msg))
             self._cache[key] = found
         return found
@@ -213,8 +214,9 @@ class ContextBudget:
         fixed = TokenCounter.raw(system) + self.counter.raw_tools(tools)
         units = rounds(history)
         room = max(1, self.limit - scale(fixed))
-        # one tool result may take a quarter of what is left, but never more than the setting
-        cap = max(50, min(self.tool_result_tokens, room // 4))
+        # one tool result may take a quarter of what is left, but never more than the setting;
+        # rounded so a system prompt that changes a little does not re-clip (and re-cache) everything
+        cap = max(50, min(self.tool_result_tokens, room // 4) // 50 * 50)
         pinned = {i for i, unit in enumerate(units) if any(e.seq == task_seq for e in unit)}
         if units:
             pinned.add(len(units) - 1)  # the newest round is what the model must react to

@@ -228,3 +228,16 @@ def test_the_newest_round_is_clipped_harder_when_it_alone_is_too_big():
     for i, msg in enumerate(request.messages[3:]):
         assert msg.content.startswith(f"{i}:0\n") and msg.content.endswith(f"{i}:5999\n") and "left out" in msg.content
     assert gateway.count_tokens(request.messages, ()) <= budget.limit
+
+
+def test_a_short_old_output_is_kept_rather_than_replaced_by_a_longer_stub():
+    gateway = ScriptedGateway([], context=4096)
+    budget = ContextBudget(gateway, context_length=4096, reply_tokens=1024)
+    small = tool_round("write_note", "ok", path="a.txt", text="w" * 3000)
+    rounds_ = [tool_round("read_file", "r" * 2000, path=f"f{i}.py") for i in range(4)]
+    h = history(Message.user(TASK), *small, *[m for r in rounds_ for m in r])
+    request = budget.build(Message.system("sys"), h, (), task_seq=1)
+    assert request.dropped == []
+    old_call, old_result = request.messages[2], request.messages[3]
+    assert old_result.content == "ok"
+    assert old_call.tool_calls[0].arguments["text"] == "w" * 120 + "… [2880 more characters]"
