@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import sys
 from typing import Any, Sequence
@@ -142,6 +143,30 @@ class _RichProgress:
         self._progress.stop()
 
 
+class _LineProgress:
+    """Download progress as a line per tenth, for logs and pipes where a bar would be noise."""
+
+    def __init__(self) -> None:
+        self._name, self._total, self._done, self._shown = "", None, 0, -1
+
+    def start(self, name: str, total: int | None, done: int) -> None:
+        self._name, self._total, self._done, self._shown = name, total, done, -1
+        size = f"{total / 1e9:.2f} GB" if total else "size unknown"
+        resumed = f", resuming at {done / 1e9:.2f} GB" if done else ""
+        print(f"downloading {name} ({size}{resumed})", file=sys.stderr, flush=True)
+
+    def advance(self, n: int) -> None:
+        self._done += n
+        if self._total:
+            tenth = self._done * 10 // self._total
+            if tenth > self._shown:
+                self._shown = tenth
+                print(f"  {self._name}: {tenth * 10}%", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        return None
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before the model loads so a busy port fails at once."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -189,6 +214,14 @@ def banner(resolved: ResolvedModel, info: dict[str, Any], plan: MemoryPlan, host
 
 
 def serve(settings: Settings) -> int:
+    sock = _bind(settings.host, settings.port)
+    try:
+        return _serve_on(settings, sock)
+    finally:
+        sock.close()
+
+
+def _serve_on(settings: Settings, sock: socket.socket) -> int:
     import uvicorn
 
     from servr.app import create_app
@@ -202,40 +235,47 @@ def serve(settings: Settings) -> int:
             if self.started:
                 print("ready: serving until Ctrl-C", flush=True)
 
-    sock = _bind(settings.host, settings.port)
+    progress = _RichProgress() if sys.stderr.isatty() else _LineProgress()
+    resolved = resolve_model(model_path=settings.model_path, profile_id=settings.profile,
+                             hf_endpoint=settings.hf_endpoint, progress=progress)
+    if resolved.warning:
+        print(f"\n!!! {resolved.warning}\n", file=sys.stderr, flush=True)
+    layout = inspect_weights(resolved.path)
+    gpu = detect_gpu()
+    plan = _plan(settings, layout, resolved.profile or profile_for_file(resolved.path.name), gpu)
+    if not plan.fits and gpu is not None:
+        print("\n".join(plan.lines()), file=sys.stderr)
+        print(f"error: {resolved.path.name} does not fit in {settings.vram_gb:g} GiB of GPU memory"
+              + (f"; {plan.suggestion}" if plan.suggestion else ""), file=sys.stderr)
+        return EXIT_NO_FIT
+    effective = settings.model_copy(update={
+        "model_path": str(resolved.path),
+        "ctx": settings.ctx or plan.n_ctx,
+        "n_gpu_layers": settings.n_gpu_layers if settings.n_gpu_layers is not None else plan.llama_n_gpu_layers,
+    })
+    engine = load_engine(effective, resolved.path)
     try:
-        progress = _RichProgress() if sys.stderr.isatty() else None
-        resolved = resolve_model(model_path=settings.model_path, profile_id=settings.profile,
-                                 hf_endpoint=settings.hf_endpoint, progress=progress)
-        if resolved.warning:
-            print(f"\n!!! {resolved.warning}\n", file=sys.stderr, flush=True)
-        layout = inspect_weights(resolved.path)
-        gpu = detect_gpu()
-        plan = _plan(settings, layout, resolved.profile or profile_for_file(resolved.path.name), gpu)
-        if not plan.fits and gpu is not None:
-            print("\n".join(plan.lines()), file=sys.stderr)
-            print(f"error: {resolved.path.name} does not fit in {settings.vram_gb:g} GiB of GPU memory"
-                  + (f"; {plan.suggestion}" if plan.suggestion else ""), file=sys.stderr)
-            return EXIT_NO_FIT
-        effective = settings.model_copy(update={
-            "model_path": str(resolved.path),
-            "ctx": settings.ctx or plan.n_ctx,
-            "n_gpu_layers": settings.n_gpu_layers if settings.n_gpu_layers is not None else plan.llama_n_gpu_layers,
-        })
-        engine = load_engine(effective, resolved.path)
+        app = create_app(effective, engine)
+        print("\n".join(plan.lines()), flush=True)
+        print(banner(resolved, engine.describe(), plan, settings.host, sock.getsockname()[1],
+                     settings.api_key is not None), flush=True)
+        server = _ReadyServer(uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
+                                             timeout_graceful_shutdown=5))
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # uvicorn re-raises it after its graceful stop
         try:
-            app = create_app(effective, engine)
-            print("\n".join(plan.lines()), flush=True)
-            print(banner(resolved, engine.describe(), plan, settings.host, sock.getsockname()[1],
-                         settings.api_key is not None), flush=True)
-            server = _ReadyServer(uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
-                                                 timeout_graceful_shutdown=5))
             server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass  # Ctrl-C or SIGTERM: uvicorn has already finished the requests in flight
         finally:
-            engine.close()
+            signal.signal(signal.SIGTERM, previous)
+        print("stopped", flush=True)
     finally:
-        sock.close()
+        engine.close()
     return EXIT_OK
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
