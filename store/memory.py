@@ -1,0 +1,770 @@
+"""Long-term memory: SQLite is the source of truth, FAISS finds meaning, FTS5 finds words.
+
+One database per workspace (``workspace/.agent/memory.db``, WAL mode) holds every memory, its
+embedding (float32 blob), an FTS5 index kept in step by triggers, and the history of changes.
+The FAISS file beside it (``memory.faiss``) is a cache: when it is missing, damaged, made by
+another model, or out of step with the database, it is rebuilt from the stored embeddings
+without re-embedding anything.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction that bumps a write *generation* in
+``memory_meta`` and stamps the rows it touches with it. A process brings its in-memory index up
+to date by reading only the rows stamped after the generation it last saw, so a second process's
+writes become searchable at its next search, and a process killed mid-batch loses only the
+batch that had not committed. See ``docts/memory.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sqlite3
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+
+from core.errors import ConfigError, ToolError
+from store.embed import Embedder
+from store.migrations import migrate
+from store.vectors import SQL_ID_CHECKSUM, IndexUnreadable, VectorIndex, remove_stale_temporaries
+
+KINDS = ("fact", "lesson", "preference", "snippet")
+DB_NAME = "memory.db"
+STATE_DIR = ".agent"
+#: cosine similarity above which a new memory of the same kind replaces an old one
+NEAR_DUPLICATE = 0.92
+#: the constant of reciprocal-rank fusion: 60 is the value from Cormack et al. that everyone uses
+RRF_K = 60
+MAX_TEXT_CHARS = 8000
+CHARS_PER_TOKEN = 4
+#: recall leaves out hits less similar than this (unless the words match too, see recall())
+RECALL_MIN_SIMILARITY = 0.35
+#: a rebuild of at least this many vectors shows a progress bar
+PROGRESS_FROM = 5000
+_TAG = re.compile(r"^[\w.+#:/-]{1,40}$")
+_WORD = re.compile(r"[^\W_]+")
+
+Action = Literal["added", "duplicate", "updated"]
+
+
+class BadMemoryInput(ToolError):
+    """A memory, query or argument that cannot be used as given."""
+
+
+class MemoryNotFound(ToolError):
+    """No live memory with that id."""
+
+
+@dataclass(frozen=True)
+class Memory:
+    id: int
+    text: str
+    kind: str
+    tags: tuple[str, ...]
+    created: float
+    updated: float
+    last_used: float | None = None
+    deleted: bool = False
+
+    def age(self, now: float | None = None) -> str:
+        return format_age((now or time.time()) - self.updated)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tags"] = list(self.tags)
+        return data
+
+
+@dataclass(frozen=True)
+class MemoryInput:
+    """What to remember; ``created``/``updated`` are kept when importing."""
+
+    text: str
+    kind: str = "fact"
+    tags: tuple[str, ...] | list[str] | str = ()
+    created: float | None = None
+    updated: float | None = None
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What :meth:`MemoryStore.add` did: ``added``, ``duplicate`` (already stored) or ``updated``."""
+
+    action: Action
+    memory: Memory
+    similarity: float | None = None  # to the memory it updated (near-duplicate)
+    previous_text: str | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    memory: Memory
+    score: float  # fused reciprocal rank, 1.0 = first in both lists
+    similarity: float  # cosine similarity of query and memory
+    keyword: bool  # the words of the query matched (FTS5)
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    added: int = 0
+    updated: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class IndexReport:
+    """What :meth:`MemoryStore.reindex` found and did."""
+
+    vectors: int = 0
+    embedded: int = 0
+    rebuilt_because: str = ""
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- small pure helpers ------------------------------------------------------------------------
+
+def content_hash(text: str) -> str:
+    """The hash that makes two memories exact duplicates: same words, any spacing."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+def clean_text(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise BadMemoryInput("a memory needs some text", hint="give the fact, lesson or preference in one or two sentences")
+    text = text.strip()
+    if len(text) > MAX_TEXT_CHARS:
+        raise BadMemoryInput(f"the text is {len(text)} characters; a memory holds at most {MAX_TEXT_CHARS}",
+                             hint="store the lesson itself; long code belongs in a file in the workspace")
+    return text
+
+
+def clean_kind(kind: Any) -> str:
+    kind = (kind or "fact").strip().lower() if isinstance(kind, str) else kind
+    if kind not in KINDS:
+        raise BadMemoryInput(f"unknown kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
+    return kind
+
+
+def clean_tags(tags: Any) -> tuple[str, ...]:
+    """Tags as a sorted tuple of lower-case words; accepts a list or a comma-separated string."""
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        tags = tags.split(",")
+    found = set()
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise BadMemoryInput(f"a tag must be text, got {tag!r}", hint='give tags like ["python", "tests"]')
+        tag = "-".join(tag.strip().lower().split())
+        if not tag:
+            continue
+        if not _TAG.match(tag):
+            raise BadMemoryInput(f"bad tag {tag!r}", hint="a tag is one word of letters, digits and . _ - + # : / (at most 40)")
+        found.add(tag)
+    return tuple(sorted(found))
+
+
+def fts_query(text: str) -> str | None:
+    """The user's words as a safe FTS5 query: each whitespace-separated piece a quoted phrase, OR-ed.
+
+    Only letters and digits reach FTS5, so no input can be FTS5 syntax (``NEAR``, ``*``, ``:``,
+    quotes). An identifier like ``ERR_CONN_4411`` becomes the phrase ``"ERR CONN 4411"``, which
+    matches exactly those tokens in that order.
+    """
+    phrases = []
+    for piece in text.split():
+        words = _WORD.findall(piece)
+        if words:
+            phrases.append('"' + " ".join(words) + '"')
+    return " OR ".join(dict.fromkeys(phrases)) or None
+
+
+def format_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("y", 365 * 86400), ("mo", 30 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return "now"
+
+
+def _tags_column(tags: Sequence[str]) -> str:
+    return "," + ",".join(tags) + ("," if tags else "")
+
+
+def _row_to_memory(row: sqlite3.Row) -> Memory:
+    return Memory(row["id"], row["text"], row["kind"], tuple(t for t in row["tags"].split(",") if t),
+                  row["created"], row["updated"], row["last_used"], bool(row["deleted"]))
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def default_path(workspace: str | os.PathLike[str]) -> Path:
+    """Where a workspace keeps its memories (the FAISS file goes beside it)."""
+    return Path(workspace) / STATE_DIR / DB_NAME
+
+
+class MemoryStore:
+    """Memories of one workspace. Safe to share between threads; other processes may open it too."""
+
+    def __init__(self, path: str | os.PathLike[str], embedder: Embedder, *,
+                 index_path: str | os.PathLike[str] | None = None, near_duplicate: float = NEAR_DUPLICATE,
+                 progress: bool | None = None) -> None:
+        self.path = Path(path)
+        self.index_path = Path(index_path) if index_path else self.path.with_suffix(".faiss")
+        self.embedder = embedder
+        self.near_duplicate = near_duplicate
+        self.show_progress = sys.stderr.isatty() if progress is None else progress
+        self._lock = threading.RLock()
+        self._index: VectorIndex | None = None
+        self._index_gen = 0  # the write generation the in-memory index reflects
+        self._max_id = 0  # ids above this are new rows: nothing to remove before adding them
+        self._dirty = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions start where we say; the timeout waits out a writer
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL under WAL: a killed process loses nothing committed; only a power cut may
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            self.schema_version = migrate(self._db)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"cannot open the memory database {self.path}: {exc}",
+                              hint="if the file is damaged, move it away; `memory import` restores an export") from None
+        self.store_id = self._meta("store_id")
+
+    @classmethod
+    def for_workspace(cls, workspace: str | os.PathLike[str], embedder: Embedder, **kwargs: Any) -> "MemoryStore":
+        return cls(default_path(workspace), embedder, **kwargs)
+
+    def close(self) -> None:
+        """Save the index if this process changed it, and close the database."""
+        with self._lock:
+            if self._db is None:
+                return
+            self._save_index()
+            self._db.close()
+            self._db = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "MemoryStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- database helpers ----------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str:
+        return self._db.execute("SELECT value FROM memory_meta WHERE key = ?", (key,)).fetchone()[0]
+
+    def generation(self) -> int:
+        """How many write transactions the database has seen (any process)."""
+        with self._lock:
+            return int(self._meta("generation"))
+
+    @contextmanager
+    def _write(self) -> Iterator[int]:
+        """One write transaction; yields its generation, which the rows it touches must carry."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                gen = self._db.execute("UPDATE memory_meta SET value = CAST(value AS INTEGER) + 1 "
+                                       "WHERE key = 'generation' RETURNING CAST(value AS INTEGER)").fetchone()[0]
+                yield gen
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _history(self, memory_id: int, action: str, text: str | None, kind: str | None, tags: str | None,
+                 detail: str = "") -> None:
+        self._db.execute("INSERT INTO memory_history (memory_id, action, text, kind, tags, at, detail) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (memory_id, action, text, kind, tags, time.time(), detail))
+
+    def _filter_sql(self, kind: str | None, tags: Iterable[str] | None, alias: str = "") -> tuple[str, list[Any]]:
+        """``AND …`` conditions for a kind and tags (all must be present)."""
+        p = f"{alias}." if alias else ""
+        sql, args = "", []
+        if kind is not None:
+            sql += f" AND {p}kind = ?"
+            args.append(clean_kind(kind))
+        for tag in clean_tags(tags):
+            sql += f" AND instr({p}tags, ?) > 0"
+            args.append(f",{tag},")
+        return sql, args
+
+    # --- the vector index (a cache of the embeddings in SQLite) --------------------------------
+
+    def _vectors(self) -> VectorIndex:
+        """The index, loaded or rebuilt on first use and caught up with every process's writes."""
+        with self._lock:
+            if self._index is None:
+                self._embed_missing()
+                self._open_index()
+            else:
+                self._catch_up()
+            assert self._index is not None
+            return self._index
+
+    def _live_signature(self) -> tuple[int, int]:
+        row = self._db.execute(f"SELECT count(*), {SQL_ID_CHECKSUM} FROM memories WHERE deleted = 0 "
+                               "AND embedding IS NOT NULL AND embed_model = ?", (self.embedder.name,)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def _open_index(self) -> None:
+        remove_stale_temporaries(self.index_path)
+        reason = ""
+        try:
+            index, header = VectorIndex.load(self.index_path)
+            if header.get("store_id") != self.store_id:
+                reason = "it belongs to another memory database"
+            elif header.get("model") != self.embedder.name or index.dim != self.embedder.dim:
+                reason = f"it was made with the embedding model {header.get('model')!r}"
+            elif int(header.get("generation", -1)) > self.generation():
+                reason = "it is newer than the database"
+            else:
+                self._index, self._index_gen = index, int(header["generation"])
+                ids = index.ids()
+                self._max_id = int(ids.max()) if ids.size else 0
+                self._catch_up()
+                if (len(index), index.checksum()) != self._live_signature():
+                    reason = "its vectors do not match the database"
+        except IndexUnreadable as exc:
+            reason = str(exc)
+        if reason:
+            self._rebuild(reason)
+
+    def _catch_up(self) -> None:
+        """Apply the rows written (by any process) since the index's generation."""
+        assert self._index is not None
+        if self.generation() == self._index_gen:
+            return
+        self._db.execute("BEGIN")  # one snapshot: the generation and the rows agree
+        try:
+            gen = int(self._meta("generation"))
+            rows = self._db.execute("SELECT id, deleted, embedding, embed_model FROM memories WHERE gen > ? "
+                                    "ORDER BY id", (self._index_gen,)).fetchall()
+        finally:
+            self._db.execute("COMMIT")
+        old = np.array([r["id"] for r in rows if r["id"] <= self._max_id], dtype=np.int64)
+        self._index.remove(old)
+        keep = [r for r in rows if not r["deleted"] and r["embedding"] is not None
+                and r["embed_model"] == self.embedder.name]
+        if keep:
+            ids = np.array([r["id"] for r in keep], dtype=np.int64)
+            self._index.add(ids, np.frombuffer(b"".join(r["embedding"] for r in keep), dtype=np.float32)
+                            .reshape(len(keep), -1))
+            self._max_id = max(self._max_id, int(ids.max()))
+        self._index_gen = gen
+        self._dirty = True
+
+    def _rebuild(self, reason: str) -> IndexReport:
+        """A fresh index from the embeddings stored in SQLite; saved at once."""
+        start = time.perf_counter()
+        name = self.embedder.name
+        self._db.execute("BEGIN")
+        try:
+            gen = int(self._meta("generation"))
+            total = self._db.execute("SELECT count(*) FROM memories WHERE deleted = 0 AND embedding IS NOT NULL "
+                                     "AND embed_model = ?", (name,)).fetchone()[0]
+            index = VectorIndex(self.embedder.dim)
+            cursor = self._db.execute("SELECT id, embedding FROM memories WHERE deleted = 0 AND embedding IS NOT NULL "
+                                      "AND embed_model = ? ORDER BY id", (name,))
+            with self._progress(total, "rebuilding the memory index") as advance:
+                while rows := cursor.fetchmany(4096):
+                    ids = np.array([r[0] for r in rows], dtype=np.int64)
+                    index.add(ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1))
+                    advance(len(rows))
+        finally:
+            self._db.execute("COMMIT")
+        ids = index.ids()
+        self._index, self._index_gen, self._max_id = index, gen, int(ids.max()) if ids.size else 0
+        self._dirty = True
+        self._save_index()
+        return IndexReport(vectors=len(index), rebuilt_because=reason, seconds=time.perf_counter() - start)
+
+    def _embed_missing(self, everything: bool = False) -> int:
+        """Embed live rows that have no vector from the current model (old schema, imports, model change)."""
+        name = self.embedder.name
+        where = "deleted = 0" + ("" if everything else " AND (embedding IS NULL OR embed_model IS NOT ?)")
+        args: tuple[Any, ...] = () if everything else (name,)
+        todo = self._db.execute(f"SELECT id, text, hash FROM memories WHERE {where} ORDER BY id", args).fetchall()
+        if not todo:
+            return 0
+        with self._progress(len(todo), "embedding memories") as advance:
+            for start in range(0, len(todo), 256):
+                chunk = todo[start:start + 256]
+                vectors = self.embedder.embed([r["text"] for r in chunk])
+                with self._write() as gen:
+                    for row, vector in zip(chunk, vectors):
+                        # the hash guard skips a row another process changed meanwhile
+                        self._db.execute("UPDATE memories SET embedding = ?, embed_model = ?, gen = ? "
+                                         "WHERE id = ? AND hash = ?", (_blob(vector), name, gen, row["id"], row["hash"]))
+                advance(len(chunk))
+        return len(todo)
+
+    def _save_index(self) -> None:
+        """Write the index file unless it is unchanged or another process saved a newer one."""
+        if self._index is None or not self._dirty:
+            return
+        try:
+            header = VectorIndex.load_header(self.index_path)
+            if header.get("store_id") == self.store_id and int(header.get("generation", -1)) >= self._index_gen \
+                    and header.get("model") == self.embedder.name:
+                self._dirty = False
+                return
+        except IndexUnreadable:
+            pass
+        self._index.save(self.index_path, {"store_id": self.store_id, "generation": self._index_gen,
+                                           "model": self.embedder.name})
+        self._dirty = False
+
+    @contextmanager
+    def _progress(self, total: int, description: str) -> Iterator[Callable[[int], None]]:
+        if not self.show_progress or total < PROGRESS_FROM:
+            yield lambda n: None
+            return
+        from rich.console import Console
+        from rich.progress import Progress
+
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def add(self, text: str, kind: str = "fact", tags: Sequence[str] | str = ()) -> AddResult:
+        """Remember ``text``; an exact duplicate is not stored twice, a near-duplicate updates the old one."""
+        return self.add_many([MemoryInput(text, kind, tags)])[0]
+
+    def add_many(self, items: Iterable[MemoryInput], *, batch_size: int = 256, vectors: np.ndarray | None = None,
+                 near_duplicates: bool = True) -> list[AddResult]:
+        """Add memories in batches: one embedding call and one transaction per batch.
+
+        ``vectors``: precomputed embeddings (one row per item, from this store's model) instead of
+        embedding the texts. ``near_duplicates=False`` skips the near-duplicate search (bulk loads).
+        """
+        cleaned = []
+        for item in items:
+            text = clean_text(item.text)
+            cleaned.append((text, clean_kind(item.kind), clean_tags(item.tags), content_hash(text),
+                            item.created, item.updated))
+        if vectors is not None:
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if vectors.ndim != 2 or len(vectors) != len(cleaned) or vectors.shape[1] != self.embedder.dim:
+                raise ValueError(f"expected {len(cleaned)} vectors of size {self.embedder.dim}, got shape {vectors.shape}")
+        results: list[AddResult] = []
+        with self._lock, self._progress(len(cleaned), "adding memories") as advance:
+            for start in range(0, len(cleaned), batch_size):
+                chunk = cleaned[start:start + batch_size]
+                given = None if vectors is None else vectors[start:start + batch_size]
+                results.extend(self._add_batch(chunk, given, near_duplicates))
+                advance(len(chunk))
+        return results
+
+    def _add_batch(self, chunk: list[tuple[Any, ...]], given: np.ndarray | None,
+                   near_duplicates: bool) -> list[AddResult]:
+        db = self._db
+        marks = ",".join("?" * len(chunk))
+        known = {r[0] for r in db.execute(f"SELECT hash FROM memories WHERE deleted = 0 AND hash IN ({marks})",
+                                          [c[3] for c in chunk])}
+        # the content hash spares embedding what is already stored
+        todo = [i for i, c in enumerate(chunk) if c[3] not in known]
+        vecs: dict[int, np.ndarray] = {}
+        if todo:
+            if given is not None:
+                from store.embed import normalise
+
+                matrix = normalise(given[todo])
+            else:
+                matrix = self.embedder.embed([chunk[i][0] for i in todo])
+            vecs = {i: matrix[n] for n, i in enumerate(todo)}
+        near: dict[int, tuple[int, float]] = {}  # position -> (stored id, similarity)
+        near_in_batch: dict[int, tuple[int, float]] = {}  # position -> (earlier position, similarity)
+        if near_duplicates and todo:
+            matrix = np.stack([vecs[i] for i in todo])
+            index = self._vectors()
+            if len(index):
+                ids, sims = index.search_many(matrix, 4)
+                kinds = dict(db.execute(f"SELECT id, kind FROM memories WHERE id IN ({','.join(map(str, set(ids[ids >= 0].tolist())) or '0')})"))
+                for n, pos in enumerate(todo):
+                    for found, sim in zip(ids[n], sims[n]):
+                        if found >= 0 and sim >= self.near_duplicate and kinds.get(int(found)) == chunk[pos][1]:
+                            near[pos] = (int(found), float(sim))
+                            break
+            within = matrix @ matrix.T
+            for a in range(len(todo)):
+                for b in range(a):
+                    if within[a, b] >= self.near_duplicate and chunk[todo[a]][1] == chunk[todo[b]][1]:
+                        near_in_batch[todo[a]] = (todo[b], float(within[a, b]))
+                        break
+        results: list[AddResult] = []
+        with self._write() as gen:
+            placed: dict[int, int] = {}  # position -> id it ended up in
+            for pos, (text, kind, tags, digest, created, updated) in enumerate(chunk):
+                now = time.time()
+                row = db.execute("SELECT * FROM memories WHERE deleted = 0 AND hash = ?", (digest,)).fetchone()
+                if row is not None:
+                    merged = tuple(sorted(set(row["tags"].strip(",").split(",")) - {""} | set(tags)))
+                    if _tags_column(merged) != row["tags"]:
+                        db.execute("UPDATE memories SET tags = ?, updated = ?, gen = ? WHERE id = ?",
+                                   (_tags_column(merged), now, gen, row["id"]))
+                        self._history(row["id"], "tag", None, None, _tags_column(merged))
+                    placed[pos] = row["id"]
+                    results.append(AddResult("duplicate", self._get_row(row["id"])))
+                    continue
+                target: tuple[int, float] | None = None
+                if pos in near_in_batch and near_in_batch[pos][0] in placed:
+                    target = (placed[near_in_batch[pos][0]], near_in_batch[pos][1])
+                elif pos in near:
+                    target = near[pos]
+                old = None
+                if target is not None:
+                    old = db.execute("SELECT * FROM memories WHERE id = ? AND deleted = 0 AND kind = ?",
+                                     (target[0], kind)).fetchone()
+                if old is not None:
+                    merged = tuple(sorted(set(old["tags"].strip(",").split(",")) - {""} | set(tags)))
+                    db.execute("UPDATE memories SET text = ?, hash = ?, tags = ?, updated = ?, embedding = ?, "
+                               "embed_model = ?, gen = ? WHERE id = ?",
+                               (text, digest, _tags_column(merged), updated or now, _blob(vecs[pos]),
+                                self.embedder.name, gen, old["id"]))
+                    self._history(old["id"], "update", text, kind, _tags_column(merged),
+                                  json.dumps({"previous": old["text"], "similarity": round(target[1], 4)}))
+                    placed[pos] = old["id"]
+                    results.append(AddResult("updated", self._get_row(old["id"]), target[1], old["text"]))
+                    continue
+                cur = db.execute("INSERT INTO memories (text, kind, tags, hash, created, updated, embedding, "
+                                 "embed_model, gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 (text, kind, _tags_column(tags), digest, created or now, updated or created or now,
+                                  _blob(vecs[pos]) if pos in vecs else None, self.embedder.name, gen))
+                new_id = int(cur.lastrowid)
+                self._history(new_id, "add", text, kind, _tags_column(tags))
+                placed[pos] = new_id
+                results.append(AddResult("added", self._get_row(new_id)))
+        if self._index is not None:
+            self._catch_up()
+        return results
+
+    def forget(self, memory_id: int) -> Memory:
+        """Hide a memory from search, recall and lists; its id is never given to another memory."""
+        memory_id = self._clean_id(memory_id)
+        with self._write() as gen:
+            row = self._db.execute("SELECT * FROM memories WHERE id = ? AND deleted = 0", (memory_id,)).fetchone()
+            if row is None:
+                raise MemoryNotFound(f"no memory with id {memory_id}", hint="list memories to see their ids")
+            self._db.execute("UPDATE memories SET deleted = 1, embedding = NULL, updated = ?, gen = ? WHERE id = ?",
+                             (time.time(), gen, memory_id))
+            self._history(memory_id, "forget", row["text"], row["kind"], row["tags"])
+        if self._index is not None:
+            self._catch_up()
+        return _row_to_memory(row)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _clean_id(memory_id: Any) -> int:
+        if isinstance(memory_id, bool) or not isinstance(memory_id, int):
+            try:
+                memory_id = int(str(memory_id).lstrip("#"))
+            except ValueError:
+                raise BadMemoryInput(f"a memory id is a number, got {memory_id!r}",
+                                     hint="use the id shown by search or list") from None
+        return memory_id
+
+    def _get_row(self, memory_id: int) -> Memory:
+        return _row_to_memory(self._db.execute("SELECT * FROM memories WHERE id = ?", (memory_id,)).fetchone())
+
+    def get(self, memory_id: int) -> Memory:
+        memory_id = self._clean_id(memory_id)
+        with self._lock:
+            row = self._db.execute("SELECT * FROM memories WHERE id = ? AND deleted = 0", (memory_id,)).fetchone()
+        if row is None:
+            raise MemoryNotFound(f"no memory with id {memory_id}", hint="list memories to see their ids")
+        return _row_to_memory(row)
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM memories WHERE deleted = 0").fetchone()[0])
+
+    def list(self, n: int = 20, kind: str | None = None, tag: str | Sequence[str] | None = None) -> list[Memory]:
+        """The ``n`` most recently added or changed memories (with all the tags in ``tag``)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise BadMemoryInput(f"n must be a positive number, got {n!r}")
+        filt, args = self._filter_sql(kind, tag)
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM memories WHERE deleted = 0{filt} ORDER BY updated DESC, id DESC "
+                                    "LIMIT ?", (*args, n)).fetchall()
+        return [_row_to_memory(r) for r in rows]
+
+    def search(self, query: str, k: int = 5, kind: str | None = None, tags: Sequence[str] | str | None = None) -> list[Hit]:
+        """Hybrid search: BM25 (FTS5) and vector similarity, fused by reciprocal rank."""
+        if not isinstance(query, str) or not query.strip():
+            raise BadMemoryInput("the search query is empty", hint="say what you are looking for in a few words")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
+            raise BadMemoryInput(f"k must be between 1 and 100, got {k!r}")
+        depth = max(4 * k, 40)
+        with self._lock:
+            filt, args = self._filter_sql(kind, tags, "m")
+            words: list[int] = []
+            match = fts_query(query)
+            if match:
+                words = [r[0] for r in self._db.execute(
+                    "SELECT m.id FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid "
+                    f"WHERE memories_fts MATCH ? AND m.deleted = 0{filt} ORDER BY memories_fts.rank LIMIT ?",
+                    (match, *args, depth))]
+            qv = self.embedder.embed([query.strip()])[0]
+            index = self._vectors()
+            allowed = None
+            if filt:
+                allowed = np.array([r[0] for r in self._db.execute(
+                    f"SELECT m.id FROM memories m WHERE m.deleted = 0{filt}", args)], dtype=np.int64)
+            vids, vsims = index.search(qv, depth, allowed)
+            fused: dict[int, float] = {}
+            for ranked in (words, vids.tolist()):
+                for rank, mid in enumerate(ranked):
+                    fused[mid] = fused.get(mid, 0.0) + 1.0 / (RRF_K + rank + 1)
+            top = sorted(fused, key=lambda mid: (-fused[mid], mid))[:k]
+            if not top:
+                return []
+            rows = {r["id"]: r for r in self._db.execute(
+                f"SELECT * FROM memories WHERE deleted = 0 AND id IN ({','.join('?' * len(top))})", top)}
+        sims = dict(zip(vids.tolist(), vsims.tolist()))
+        best = 2.0 / (RRF_K + 1)
+        hits = []
+        for mid in top:
+            row = rows.get(mid)
+            if row is None:  # forgotten by another process a moment ago
+                continue
+            if mid in sims:
+                sim = float(sims[mid])
+            elif row["embedding"] is not None and row["embed_model"] == self.embedder.name:
+                sim = float(np.frombuffer(row["embedding"], dtype=np.float32) @ qv)
+            else:
+                sim = 0.0
+            hits.append(Hit(_row_to_memory(row), round(fused[mid] / best, 4), round(sim, 4), mid in set(words)))
+        return hits
+
+    def recall(self, task: str, budget_tokens: int, count_tokens: Callable[[str], int] | None = None,
+               k: int = 8) -> str:
+        """The memories most relevant to ``task``, formatted for the system prompt within the budget.
+
+        Memories too unlike the task are left out, so an unrelated task gets no section at all.
+        ``count_tokens`` defaults to ~4 characters per token. Marks what it returns as used.
+        """
+        if budget_tokens <= 0 or not isinstance(task, str) or not task.strip() or self.count() == 0:
+            return ""
+        count = count_tokens or (lambda text: math.ceil(len(text) / CHARS_PER_TOKEN))
+        hits = [h for h in self.search(task, k=k)
+                if h.similarity >= RECALL_MIN_SIMILARITY or (h.keyword and h.similarity >= RECALL_MIN_SIMILARITY / 2)]
+        header = "Memories from earlier sessions (they may be out of date; what you see in the workspace wins):"
+        lines: list[str] = []
+        used: list[int] = []
+        for hit in hits:
+            line = f"- [{hit.memory.kind} #{hit.memory.id}] {' '.join(hit.memory.text.split())}"
+            if count("\n".join([header, *lines, line])) <= budget_tokens:
+                lines.append(line)
+                used.append(hit.memory.id)
+        if not lines:
+            return ""
+        with self._lock:
+            self._db.execute(f"UPDATE memories SET last_used = ? WHERE id IN ({','.join('?' * len(used))})",
+                             (time.time(), *used))
+        return "\n".join([header, *lines])
+
+    # --- files and maintenance -----------------------------------------------------------------
+
+    def export(self, path: str | os.PathLike[str]) -> int:
+        """Write every live memory to ``path`` as JSON lines (oldest first); returns how many."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM memories WHERE deleted = 0 ORDER BY id").fetchall()
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(_row_to_memory(row).to_json(), ensure_ascii=False) + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise BadMemoryInput(f"cannot write {path}: {exc.strerror}", hint="choose a folder you can write to") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return len(rows)
+
+    def import_(self, path: str | os.PathLike[str]) -> ImportSummary:
+        """Add the memories of a JSON-lines file (as written by :meth:`export`); checks every line first."""
+        items = []
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadMemoryInput(f"cannot read {path}: {exc}", hint="give a JSON-lines file written by `memory export`") from None
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                if not isinstance(data, dict) or "text" not in data:
+                    raise ValueError("expected an object with a 'text' field")
+                stamp = lambda key: float(data[key]) if data.get(key) is not None else None  # noqa: E731
+                item = MemoryInput(clean_text(data["text"]), clean_kind(data.get("kind", "fact")),
+                                   clean_tags(data.get("tags")), stamp("created"), stamp("updated"))
+            except (ValueError, TypeError, BadMemoryInput) as exc:
+                raise BadMemoryInput(f"{path}, line {number}: {exc}",
+                                     hint="each line is one JSON object like {\"text\": …, \"kind\": \"lesson\", "
+                                          "\"tags\": [\"…\"]}; nothing was imported") from None
+            items.append(item)
+        results = self.add_many(items)
+        return ImportSummary(added=sum(r.action == "added" for r in results),
+                             updated=sum(r.action == "updated" for r in results),
+                             duplicates=sum(r.action == "duplicate" for r in results))
+
+    def reindex(self, reembed: bool = False) -> IndexReport:
+        """Rebuild the FTS5 index and the vector index from the memories table.
+
+        ``reembed``: compute every embedding again (after changing the model); otherwise only
+        memories without a vector from the current model are embedded.
+        """
+        with self._lock:
+            with self._write():
+                self._db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('delete-all')")
+                self._db.execute("INSERT INTO memories_fts (rowid, text) SELECT id, text FROM memories WHERE deleted = 0")
+            embedded = self._embed_missing(everything=reembed)
+            report = self._rebuild("asked")
+            report.embedded = embedded
+            return report
+
+    def check(self) -> dict[str, Any]:
+        """SQLite's integrity check, and whether the vector index matches the database."""
+        with self._lock:
+            integrity = [r[0] for r in self._db.execute("PRAGMA integrity_check")]
+            index = self._vectors()
+            return {"integrity": integrity, "memories": self.count(), "vectors": len(index),
+                    "index_in_step": (len(index), index.checksum()) == self._live_signature()}
+
+
+class RecallSection:
+    """A ``flow.prompt.PromptSection``: recalled memories for a task, worked out once per task."""
+
+    def __init__(self, store: MemoryStore, budget_tokens: int, count_tokens: Callable[[str], int] | None = None) -> None:
+        self.store = store
+        self.budget_tokens = budget_tokens
+        self.count_tokens = count_tokens
+        self._key: tuple[str, str] | None = None
+        self._text = ""
+
+    def __call__(self, task: str, session_id: str) -> str:
+        if (task, session_id) != self._key:
+            self._text = self.store.recall(task, self.budget_tokens, self.count_tokens)
+            self._key = (task, session_id)
+        return self._text
