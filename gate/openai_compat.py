@@ -136,8 +136,9 @@ class OpenAICompatGateway:
         """The context window the server reports, asked once; ``None`` when it does not say.
 
         Asked in turn: this project's ``/health`` (``n_ctx``), llama-server's ``/props``
-        (``default_generation_settings.n_ctx``), vLLM's ``/v1/models`` (``max_model_len``), and
-        Ollama's ``/api/ps`` / ``/api/show`` (``num_ctx``; else :data:`OLLAMA_FALLBACK_CTX`).
+        (``default_generation_settings.n_ctx``), vLLM's ``/v1/models`` (``max_model_len``), LM
+        Studio's ``/api/v0/models`` (``loaded_context_length``), and Ollama's ``/api/ps`` /
+        ``/api/show`` (``num_ctx``; else :data:`OLLAMA_FALLBACK_CTX`).
         """
         with self._lock:
             if self._ctx_known:
@@ -347,6 +348,13 @@ class OpenAICompatGateway:
                 found = _positive_int(entry.get("max_model_len")) or _positive_int(entry.get("context_length"))
                 if found:
                     return found
+        lmstudio = self._get_json(f"{self.root_url}/api/v0/models")
+        if isinstance(lmstudio, dict):
+            for entry in lmstudio.get("data") or ():
+                if isinstance(entry, dict) and entry.get("id") == self._model:
+                    found = _positive_int(entry.get("loaded_context_length")) or _positive_int(entry.get("max_context_length"))
+                    if found:
+                        return found
         return self._probe_ollama()
 
     def _probe_ollama(self) -> int | None:

@@ -31,7 +31,7 @@ POLL_S = 0.05
 
 #: Characters per token for the estimate used when the server cannot tokenize. Measured with
 #: ``bench/gate_token_estimate.py`` on this repository's Python and Markdown with the Qwen2.5 and
-#: SmolLM2 tokenizers: 3.26-4.25 characters per token. 3.2 sits just below all of them so the
+#: SmolLM2 tokenizers: 3.25-4.25 characters per token. 3.2 sits just below all of them so the
 #: estimate errs on the side of more tokens: an over-count wastes a little context, an
 #: under-count makes the server refuse the request (the loop also corrects the estimate with
 #: the prompt tokens each reply reports).
