@@ -64,3 +64,43 @@ def test_the_loop_over_http_runs_calls_in_every_format_and_sends_a_valid_history
     assert call["function"]["name"] == "write_note"
     assert json.loads(call["function"]["arguments"]) == {"path": "hi.txt", "text": "hi"}
     assert (tool["role"], tool["tool_call_id"], tool["content"]) == ("tool", call["id"], "wrote hi.txt")
+
+
+def test_a_long_task_with_the_real_file_tools_fits_a_4k_context(workspace):
+    if importlib.util.find_spec("tool.files") is None:
+        pytest.skip("tool/files.py (the file tools) is not in this checkout yet")
+    from core.messages import ToolCall
+
+    from flow_helpers import well_formed
+
+    gateway_ref: list = []
+    state = {"work": 0, "summaries": 0}
+    body = "".join(f"def helper_{n}(x):\n    return x * {n}\n\n" for n in range(40))
+
+    def model(messages, offered):
+        gateway = gateway_ref[0]
+        assert gateway.count_tokens(messages, offered) <= 4096 - 1024
+        if not offered:
+            state["summaries"] += 1
+            return "Task: write and check modules. Files touched: m0.py onwards. Open items: continue."
+        well_formed(messages)
+        assert messages[1].content == "write twelve modules and read each back"
+        state["work"] += 1
+        n = state["work"]
+        if n > 24:
+            return "Wrote and checked m1.py to m12.py."
+        if n % 2:
+            return [f"Writing m{n // 2 + 1}.py.", ToolCall("write_file", {"path": f"m{n // 2 + 1}.py", "content": body})]
+        return ToolCall("read_file", {"path": f"m{n // 2}.py"})
+
+    settings = Settings(workspace=workspace, enable_files=True, max_reply_tokens=2048, max_steps=40)
+    with ScriptedGateway([model] * 60, context=4096) as gateway:
+        gateway_ref.append(gateway)
+        agent = build_agent(settings, gateway=gateway)
+        result = agent.run("write twelve modules and read each back")
+        gateway.steps = gateway.steps[:gateway.calls]  # compactions come when they must
+    agent.sessions.close()
+    assert (result.status, result.steps) == ("done", 25)
+    assert state["summaries"] >= 1
+    assert sorted(p.name for p in workspace.glob("m*.py")) == sorted(f"m{i}.py" for i in range(1, 13))
+    assert all(r.ok for r in result.tool_calls)
