@@ -19,11 +19,40 @@ from servr.engines.base import Constraint
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 
+MAX_INT_ENUM = 1000  # integer ranges up to this many values become an enum the grammar can enforce
+
+
+def _bounded_integers(node: Any) -> Any:
+    """The schema with small integer ranges written as enums.
+
+    llama-cpp-python's converter ignores ``minimum``/``maximum``; a range of a few hundred values is
+    cheap as a list of literals, so the grammar enforces it instead of the model guessing.
+    """
+    if isinstance(node, list):
+        return [_bounded_integers(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _bounded_integers(v) for k, v in node.items()}
+    if out.get("type") == "integer" and "enum" not in out:
+        lo = out.get("minimum")
+        hi = out.get("maximum")
+        if isinstance(out.get("exclusiveMinimum"), (int, float)):
+            lo = int(out["exclusiveMinimum"]) + 1
+        if isinstance(out.get("exclusiveMaximum"), (int, float)):
+            hi = int(out["exclusiveMaximum"]) - 1
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+            lo_i, hi_i = int(-(-lo // 1)), int(hi // 1)
+            if 0 <= hi_i - lo_i < MAX_INT_ENUM:
+                kept = {k: v for k, v in out.items() if k in ("description", "title", "default")}
+                return {**kept, "enum": list(range(lo_i, hi_i + 1))}
+    return out
+
+
 def _rules(schema: dict[str, Any], root_name: str) -> str:
     """Rules for ``schema``; its top rule is ``root_name`` (``""`` names it ``root``)."""
     converter = SchemaConverter(prop_order={"name": 0, "arguments": 1}, allow_fetch=False, dotall=False,
                                 raw_pattern=False)
-    resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "request")
+    resolved = converter.resolve_refs(_bounded_integers(json.loads(json.dumps(schema))), "request")
     converter.visit(resolved, root_name)
     return converter.format_grammar()
 
