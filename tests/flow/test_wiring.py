@@ -104,3 +104,39 @@ def test_a_long_task_with_the_real_file_tools_fits_a_4k_context(workspace):
     assert state["summaries"] >= 1
     assert sorted(p.name for p in workspace.glob("m*.py")) == sorted(f"m{i}.py" for i in range(1, 13))
     assert all(r.ok for r in result.tool_calls)
+
+
+def test_ctrl_c_during_a_stalled_http_stream_interrupts_and_the_session_resumes(workspace):
+    import threading
+    import time
+
+    from flow.events import AgentEvents
+
+    server_mod = pytest.importorskip("gate.scripted_server")
+    replies = [{"text": "Let me think about this carefully", "stall_after": 12}, {"text": "Resumed."}]
+    with server_mod.ScriptedServer(replies, n_ctx=8192) as server:
+        settings = Settings(workspace=workspace, enable_files=False, model_url=server.base_url, model="scripted-model")
+        cancel = threading.Event()
+
+        class CtrlC(AgentEvents):
+            def __init__(self):
+                self.shown = ""
+
+            def text(self, delta):
+                self.shown += delta
+                if len(self.shown) >= 12:
+                    cancel.set()  # the person presses Ctrl-C once the stream stalls
+
+        events = CtrlC()
+        agent = build_agent(settings, events=events)
+        start = time.monotonic()
+        result = agent.run("think", cancel=cancel)
+        assert time.monotonic() - start < 10
+        assert (result.status, result.answer) == ("interrupted", "Let me think")
+        assert server.client_left.wait(10)
+        again = agent.run("go on", session_id=result.session_id)
+        agent.sessions.close()
+    assert (again.status, again.answer) == ("done", "Resumed.")
+    sent = server.requests[1]["messages"]
+    assert [(m["role"], m["content"]) for m in sent[1:]] == [
+        ("user", "think"), ("assistant", "Let me think [interrupted]"), ("user", "go on")]
