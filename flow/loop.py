@@ -230,6 +230,7 @@ class Agent:
     def _compact(self, st: _Run, dropped: list[StoredMessage]) -> None:
         if st.cancel.is_set():
             raise Interrupted("interrupted by the person")
+        self.events.notice(f"compacting the context: summarising {len(dropped)} older messages")
         summary = self.compactor.summarise(dropped, cancel=st.cancel, on_retry=self.events.notice,
                                             factor=self.context.counter.factor)
         st.usage = st.usage + summary.usage
