@@ -51,10 +51,6 @@ class Outcome:
         return self.failure == "interrupted"
 
 
-def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
-
-
 def clip_text(text: str, max_tokens: int, *, hint: str | None = None) -> str:
     """``text`` cut to about ``max_tokens``: head and tail kept, a note in the middle.
 
