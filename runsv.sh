@@ -11,6 +11,14 @@ cd -- "$root"
 
 die() { printf 'runsv.sh: %s\n' "$*" >&2; exit 2; }
 
+# --help answers at once when the install is usable, without checking that it is current.
+for arg in "$@"; do
+    if [[ "$arg" == "-h" || "$arg" == "--help" ]] && [[ -x .venv/bin/python ]] \
+        && .venv/bin/python -c 'import boot.serve' >/dev/null 2>&1; then
+        exec .venv/bin/python -m boot.serve "$@"
+    fi
+done
+
 [[ -f boot/install.sh ]] || die "boot/install.sh is missing; is this a complete checkout of the project?"
 
 # The installer is a no-op when the install is current; it creates .venv on the first run.

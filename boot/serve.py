@@ -78,6 +78,9 @@ def _is_demo(settings: Settings) -> bool:
 
 
 def _backend_for(settings: Settings, layout: WeightsLayout) -> str:
+    if settings.backend == "llamacpp" and layout.format != "gguf":
+        raise ConfigError("bad setting AGENT_BACKEND (got 'llamacpp'): the model is a Hugging Face folder, "
+                          "and llama.cpp serves GGUF files", hint="use AGENT_BACKEND=transformers or auto")
     if settings.backend != "auto":
         return settings.backend
     return "llamacpp" if layout.format == "gguf" else "transformers"

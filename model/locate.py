@@ -166,7 +166,8 @@ def resolve_model(*, model_path: str | None, profile_id: str | None, hf_endpoint
                     else "an incomplete split GGUF set" if path.suffix == ".gguf" else "not a .gguf file")
             raise ModelNotFound(f"cannot serve {path}: {what}",
                                 hint="give a GGUF file or a Hugging Face folder, or --demo for the bundled model")
-        return ResolvedModel(path.resolve(), "flag", profile_for_file(path.name))
+        path = split_parts(path.resolve())[0]  # llama.cpp opens a split set from its first part
+        return ResolvedModel(path, "flag", profile_for_file(path.name))
     profile = get_profile(profile_id) if profile_id else None
     found = find_local(weights_dir, profile)
     if found:

@@ -8,13 +8,12 @@ the redirect to ``/cdn/…`` and honours ``Range``) and ``GET /api/models/{repo}
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
-
-import json
 
 import pytest
 
