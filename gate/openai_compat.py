@@ -19,7 +19,7 @@ from core.errors import (ConfigError, ContextOverflow, GatewayError, Interrupted
 from core.gateway import StreamCallback, StreamEvent
 from core.messages import Completion, Message
 from core.tools import Tool
-from gate.openai_wire import (StreamAssembler, completion_from_openai, message_from_openai,
+from gate.openai_wire import (StreamAssembler, as_chunk, completion_from_openai, message_from_openai,
                               message_to_openai, messages_to_openai)
 from gate.transport import (RETRY_STATUS, Control, Retry, abort_on_stop, RetryPolicy, TokenCounter, Unreachable, decode_json,
                             estimate_tokens, iter_sse_data, retry_after_s, run_cancellable,
@@ -58,8 +58,9 @@ class OpenAICompatGateway:
     Cancellation: once ``cancel`` is set, :meth:`complete` raises
     :class:`core.errors.Interrupted` within about 50 ms, even while the server is silent; the
     partial answer is dropped (a cut-off reply and half-streamed tool calls are not safe to record
-    or run) and the connection is closed so the server stops generating. Text already passed to
-    ``on_event`` stays on the screen.
+    or run). When streaming, the connection is shut down so the server stops generating; a call
+    without ``on_event`` returns just as fast, but the server finishes that reply unread. Text
+    already passed to ``on_event`` stays on the screen.
 
     ``model`` may be left out: the first id the server lists at ``/v1/models`` is used, asked for
     on first use.
@@ -205,13 +206,22 @@ class OpenAICompatGateway:
                     if resp.status_code >= 400:
                         resp.read()
                         raise self._http_error(resp, url)
+                    if resp.headers.get("content-type", "").startswith("application/json"):
+                        # a server that does not stream answers with one whole reply
+                        resp.read()
+                        emit(as_chunk(decode_json(resp.text, f"POST {url}")))
+                        return
+                    received = False
                     for data in iter_sse_data(resp, control):
                         if data.strip() == "[DONE]":
                             return
                         chunk = decode_json(data, f"POST {url} (stream)")
                         if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
-                            raise self._error_from_body(chunk, 200, url)
+                            raise self._error_from_body(chunk, _stream_error_status(chunk), url)
+                        received = True
                         emit(chunk)
+                    if not received and not control.stopped.is_set():
+                        raise Retry(GatewayError(f"POST {url}: the stream ended before any reply", retryable=True))
             except httpx.HTTPError as exc:
                 raise transport_failure(exc, f"POST {url}") from None
 
@@ -258,7 +268,7 @@ class OpenAICompatGateway:
             message, code, kind = str(err), "", ""
         message = " ".join(message.split())
         if code in _OVERFLOW_CODES or kind in _OVERFLOW_CODES or (
-                status in (400, 413, 422, 200) and any(w in message.lower() for w in _OVERFLOW_WORDS)):
+                status in (400, 413, 422, 500) and any(w in message.lower() for w in _OVERFLOW_WORDS)):
             return ContextOverflow(f"the prompt does not fit the model's context: {message}", status_code=status)
         if status in (401, 403):
             return ConfigError(f"the model server at {self.base_url} refused the request ({status}): {message}",
@@ -377,6 +387,13 @@ class OpenAICompatGateway:
                 return _positive_int(value.strip())
         trained = [_positive_int(v) for k, v in (shown.get("model_info") or {}).items() if k.endswith(".context_length")]
         return min([t for t in trained if t] + [OLLAMA_FALLBACK_CTX])
+
+
+def _stream_error_status(chunk: Mapping[str, Any]) -> int:
+    """The HTTP status an error sent inside a 200 stream stands for (its ``code``, else 500)."""
+    err = chunk.get("error")
+    code = err.get("code") if isinstance(err, Mapping) else None
+    return code if isinstance(code, int) and 400 <= code < 600 else 500
 
 
 def _positive_int(value: Any) -> int | None:

@@ -108,6 +108,15 @@ def completion_from_openai(body: Mapping[str, Any], allowed: Collection[str] | N
                       usage_from_openai(body.get("usage")), body.get("model") or model)
 
 
+def as_chunk(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A whole (non-streamed) reply as one stream chunk, for servers that ignore ``stream``."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("choices"), list):
+        raise GatewayError(f"the server's reply has no choices: {json.dumps(body)[:200]}")
+    choices = [{"index": c.get("index", 0), "delta": c.get("message") or {}, "finish_reason": c.get("finish_reason")}
+               for c in body["choices"] if isinstance(c, Mapping)]
+    return {**{k: v for k, v in body.items() if k != "choices"}, "choices": choices}
+
+
 @dataclass
 class _Slot:
     id: str = ""

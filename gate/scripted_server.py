@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 import zlib
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
@@ -199,10 +200,10 @@ class ScriptedServer:
         fmt = reply.get("format", "native")
         if calls and fmt != "native":
             return text + call_text(calls, fmt), []
-        native = [{"id": c.get("id") or f"call_{i}{zlib.crc32(c['name'].encode()):08x}", "type": "function",
+        native = [{"id": c.get("id") or f"call_{uuid.uuid4().hex[:24]}", "type": "function",
                    "function": {"name": c["name"], "arguments": c["arguments"] if isinstance(c.get("arguments"), str)
                                 else json.dumps(c.get("arguments", {}))}}
-                  for i, c in enumerate(calls)]
+                  for c in calls]
         return text, native
 
     async def _chunks(self, request: Request, model: str, text: str, native: list[dict[str, Any]],

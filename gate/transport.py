@@ -260,6 +260,8 @@ def iter_sse_data(response: httpx.Response, control: Control) -> Iterator[str]:
             continue
         if line.startswith("data:"):
             data.append(line[5:].removeprefix(" "))
+        elif line.startswith("error:"):  # older llama-server reports a failed stream this way
+            data.append('{"error": ' + line[6:].strip() + "}")
         # "event:", "id:", "retry:" and ":" comment lines carry nothing a model reply needs
     if data:
         yield "\n".join(data)
