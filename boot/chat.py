@@ -1,0 +1,267 @@
+"""The interactive chat: a prompt with history and slash-command completion, rich output, Ctrl-C.
+
+Each line the person types is a task for the agent, run as one turn of the current session, or
+a slash command from :mod:`boot.commands`. Ctrl-C while a turn runs ends that turn (status
+``interrupted``; the session stays consistent and the next task continues it); a second
+Ctrl-C, Ctrl-C or Ctrl-D at the empty prompt, or ``/quit`` leaves.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import Completer, Completion
+from prompt_toolkit.history import FileHistory
+from prompt_toolkit.key_binding import KeyBindings
+from rich.console import Console
+from rich.text import Text
+
+from boot.commands import Quit, SlashCommand, builtin_commands
+from boot.screen import ChatScreen, end_line, short, status_fields
+from boot.settings import Settings
+from boot.turns import EXIT_INTERRUPTED, EXIT_OK, Leave, run_turn
+from core.errors import FatalError
+from core.messages import Usage
+
+PROMPT = "› "
+#: messages of a resumed session shown again
+RECAP_MESSAGES = 6
+
+
+class Chat:
+    """One chat: the agent, the current session, this chat's token totals, the command table."""
+
+    def __init__(self, settings: Settings, console: Any, *, gemini: bool = False,
+                 commands: Iterable[SlashCommand] | None = None) -> None:
+        from boot.cli import make_agent
+
+        self.settings = settings
+        self.console = console
+        self.screen = ChatScreen(console)
+        self.provider = "gemini" if gemini else "local"
+        self.agent = make_agent(settings, self.screen, gemini=gemini)
+        self.session_id: str | None = None
+        self.chat_usage = Usage()
+        self.session_usage = Usage()
+        self.turns = 0
+        self.tool_calls = 0
+        self._commands: dict[str, SlashCommand] = {}
+        for cmd in (builtin_commands() if commands is None else commands):
+            self.add_command(cmd)
+
+    # --- the command table ------------------------------------------------------------------------
+
+    def add_command(self, cmd: SlashCommand) -> None:
+        """Add (or replace) a slash command."""
+        for name in (cmd.name, *cmd.aliases):
+            self._commands[name] = cmd
+
+    def commands(self) -> list[SlashCommand]:
+        """Each command once, in the order they were added."""
+        seen: dict[str, SlashCommand] = {}
+        for cmd in self._commands.values():
+            seen.setdefault(cmd.name, cmd)
+        return list(seen.values())
+
+    def command(self, name: str) -> SlashCommand | None:
+        return self._commands.get(name)
+
+    def dispatch(self, line: str) -> None:
+        """Run ``/name args``; an unknown name is one line saying so."""
+        name, _, arg = line[1:].partition(" ")
+        cmd = self.command(name)
+        if cmd is None:
+            close = [c.name for c in self.commands() if c.name.startswith(name[:1])] if name else []
+            also = f" (did you mean {', '.join('/' + c for c in close)}?)" if close else ""
+            self.console.print(f"unknown command /{name}{also}; /help lists them", style="red")
+            return
+        try:
+            cmd.handler(self, arg.strip())
+        except FatalError as exc:
+            self.console.print(f"error: {exc}", style="red")
+
+    # --- what the commands change ----------------------------------------------------------------
+
+    def model_name(self) -> str:
+        try:
+            return str(self.agent.gateway.model)
+        except FatalError:
+            return self.settings.model or "?"
+
+    def provider_line(self) -> str:
+        if self.provider == "gemini":
+            return f"Google Gemini at {self.settings.gemini_base_url}"
+        return f"at {self.settings.model_url}"
+
+    def new_session(self) -> None:
+        """The next task starts a new session."""
+        self.session_id = None
+        self.session_usage = Usage()
+        self.console.clear()
+        self.console.print("New session: the next task starts fresh (/resume brings the last one back).")
+
+    def switch_session(self, session_id: str) -> None:
+        """Continue ``session_id`` with the next task; show where it left off."""
+        store = self.agent.sessions
+        info = store.info(session_id)
+        self.session_id = session_id
+        self.session_usage = Usage()
+        self.console.print(f"Resumed session {info.id}: {short(info.title, 70)} "
+                           f"({info.messages} messages, last {info.status})", style="bold")
+        shown = [m for m in store.messages(session_id) if m.role in ("user", "assistant") and m.content.strip()]
+        for m in shown[-RECAP_MESSAGES:]:
+            who = Text("you  ", style="cyan") if m.role == "user" else Text("agent ", style="green")
+            self.console.print(who + Text(short(m.content, 200), style="dim"))
+
+    def switch_model(self, model: str) -> None:
+        """Continue with another model id of the same server (the session carries over)."""
+        if self.provider != "local":
+            self.console.print("/model ID switches local models; this chat uses Gemini "
+                               "(set GEMINI_MODEL to choose another)", style="red")
+            return
+        from gate.factory import make_gateway
+
+        self.settings = self.settings.model_copy(update={"model": model})
+        gateway = make_gateway(self.settings, "local")
+        listed: list[str] = []
+        try:
+            listed = list(gateway.list_models())
+        except FatalError:
+            pass
+        self.agent.use_gateway(gateway)
+        self.console.print(f"model is now {model}")
+        if listed and model not in listed:
+            self.console.print(f"note: the server lists {', '.join(listed)}; it may not know {model!r}",
+                               style="yellow")
+
+    # --- turns -----------------------------------------------------------------------------------
+
+    def ask(self, task: str) -> None:
+        """Give ``task`` to the agent as the next turn of the current session."""
+        def interrupted() -> None:
+            self.console.print("interrupting… (Ctrl-C again to leave)", style="yellow")
+
+        self.screen.begin()
+        try:
+            result = run_turn(self.agent, task, session_id=self.session_id, on_interrupt=interrupted)
+        except FatalError as exc:
+            self.screen.end()
+            self.console.print(f"error: {exc}", style="red")
+            return
+        except BaseException:
+            self.screen.end()
+            raise
+        self.screen.end()
+        if result.session_id != self.session_id:
+            self.session_usage = Usage()
+        self.session_id = result.session_id
+        self.turns += 1
+        self.tool_calls += len(result.tool_calls)
+        self.chat_usage = self.chat_usage + result.usage
+        self.session_usage = self.session_usage + result.usage
+        if not result.ok:
+            self.console.print(end_line(result), style="yellow")
+        self.console.print(self.status_line(), style="dim")
+
+    def status_line(self) -> str:
+        return status_fields(self.model_name(), self.screen.context_used, self.screen.context_size,
+                             self.session_usage)
+
+    def banner(self) -> None:
+        self.console.print(f"[bold]local-coder[/bold] · {self.model_name()} {self.provider_line()}")
+        from boot.cli import sandbox_line
+
+        sandbox = sandbox_line(self.settings)
+        if sandbox and not sandbox.startswith("WARNING"):  # a warning was printed before the chat started
+            self.console.print(sandbox, style="dim")
+        self.console.print(f"workspace {self.settings.workspace_root} · /help for commands · Ctrl-D leaves",
+                           style="dim")
+
+    # --- the prompt --------------------------------------------------------------------------------
+
+    def loop(self) -> int:
+        """Read lines until the person leaves; returns the exit code."""
+        session = self._prompt_session()
+        while True:
+            try:
+                line = session.prompt(PROMPT)
+            except (KeyboardInterrupt, EOFError):
+                return EXIT_OK
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                if line.startswith("/"):
+                    self.dispatch(line)
+                else:
+                    self.ask(line)
+            except Quit:
+                return EXIT_OK
+            except (Leave, KeyboardInterrupt):
+                return EXIT_INTERRUPTED
+
+    def _prompt_session(self) -> Any:
+        history = self.settings.workspace_root / ".agent" / "history"
+        history.parent.mkdir(parents=True, exist_ok=True)
+        keys = KeyBindings()
+
+        @keys.add("c-c")
+        def _(event: Any) -> None:
+            # Ctrl-C clears a half-typed line; at the empty prompt it leaves
+            if event.current_buffer.text:
+                event.current_buffer.reset()
+            else:
+                event.app.exit(exception=KeyboardInterrupt())
+
+        return PromptSession(history=FileHistory(str(history)), completer=SlashCompleter(self),
+                             complete_while_typing=True, key_bindings=keys)
+
+
+class SlashCompleter(Completer):
+    """Completes ``/names`` (with their summaries) and, after a name, that command's arguments."""
+
+    def __init__(self, chat: Chat) -> None:
+        self.chat = chat
+
+    def get_completions(self, document: Any, complete_event: Any) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        if not text.startswith("/"):
+            return
+        if " " not in text:
+            for cmd in self.chat.commands():
+                if ("/" + cmd.name).startswith(text):
+                    yield Completion("/" + cmd.name, start_position=-len(text), display_meta=cmd.summary)
+            return
+        name, _, arg = text[1:].partition(" ")
+        cmd = self.chat.command(name)
+        if cmd is None or cmd.complete is None or " " in arg:
+            return
+        try:
+            candidates = list(cmd.complete(self.chat))
+        except FatalError:
+            return
+        for candidate in candidates:
+            if candidate.startswith(arg):
+                yield Completion(candidate, start_position=-len(arg))
+
+
+def run_chat(settings: Settings, *, gemini: bool = False, session: str | None = None, resume: bool = False) -> int:
+    """The interactive chat; returns the exit code (raises :class:`FatalError` when it cannot start)."""
+    from boot.cli import find_session
+
+    console = Console(highlight=False)
+    chat = Chat(settings, console, gemini=gemini)
+    try:
+        chat.banner()
+        if session:
+            chat.switch_session(find_session(chat.agent.sessions, session))
+        elif resume:
+            latest = chat.agent.sessions.latest()
+            if latest is None:
+                console.print("No earlier session in this workspace; starting a new one.")
+            else:
+                chat.switch_session(latest)
+        return chat.loop()
+    finally:
+        chat.agent.sessions.close()

@@ -1,0 +1,366 @@
+"""What a person sees while the agent works: two :class:`flow.events.AgentEvents` listeners.
+
+:class:`PlainScreen` is for ``-p`` (scripts and pipes): the answer streams to stdout, tool calls
+and progress go to stderr, and the spinner only appears when stderr is a terminal.
+:class:`ChatScreen` is for the interactive chat (rich): the answer streams into a live region
+and is rendered as markdown once complete, tool lines print above it.
+
+The loop calls these from the thread that runs it; the spinner has its own thread. Every piece
+of shared state is behind one lock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import IO, Any, Mapping
+
+from core.messages import ToolCall, Usage
+from core.tools import ToolResult
+from flow.events import AgentEvents, RunResult
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+#: longest argument value shown in a tool line
+ARG_CHARS = 40
+#: longest tool line
+LINE_CHARS = 160
+
+
+# --- short forms ---------------------------------------------------------------------------------
+
+def short(text: str, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: max(1, limit - 1)] + "…"
+
+
+def call_brief(call: ToolCall) -> str:
+    """``write_file(path='a.py', text='def f():…')``: a tool call on one short line."""
+    args = ", ".join(f"{k}={_value_brief(v)}" for k, v in call.arguments.items())
+    return short(f"{call.name}({args})", LINE_CHARS)
+
+
+def _value_brief(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(short(value, ARG_CHARS))
+    return short(json.dumps(value, ensure_ascii=False, default=str), ARG_CHARS)
+
+
+def result_brief(result: ToolResult) -> str:
+    """The one line a person sees for a tool's result."""
+    if result.summary:
+        return short(result.summary, LINE_CHARS)
+    lines = [ln for ln in result.content.strip().splitlines() if ln.strip()]
+    if not lines:
+        return "(no output)"
+    more = f" (+{len(lines) - 1} lines)" if len(lines) > 1 else ""
+    return short(lines[0], LINE_CHARS - len(more)) + more
+
+
+def tokens(n: int) -> str:
+    """1234 → ``1.2k``; 2_500_000 → ``2.5M``."""
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 10_000:
+        return f"{n / 1000:.0f}k"
+    if n >= 1000:
+        return f"{n / 1000:.1f}k"
+    return str(n)
+
+
+def seconds(s: float) -> str:
+    return f"{s:.1f}s" if s < 60 else f"{int(s // 60)}m{int(s % 60):02d}s"
+
+
+def context_line(used: int, size: int | None) -> str:
+    if not size:
+        return f"context {tokens(used)}"
+    return f"context {tokens(used)}/{tokens(size)} ({100 * used // max(1, size)}%)"
+
+
+def usage_line(total: Usage) -> str:
+    cached = f", {tokens(total.cached_tokens)} cached" if total.cached_tokens else ""
+    return f"{tokens(total.prompt_tokens)} in / {tokens(total.completion_tokens)} out{cached}"
+
+
+def end_line(result: RunResult) -> str:
+    """Why a run that did not finish stopped, for the person (empty when it finished)."""
+    if result.ok:
+        return ""
+    what = {"budget_exceeded": "stopped: budget spent", "interrupted": "interrupted",
+            "format_errors": "stopped: the model kept making malformed tool calls",
+            "checks_failed": "stopped: the checks kept failing", "error": "stopped: the model server failed"}
+    head = what.get(result.status, f"stopped ({result.status})")
+    return f"{head}: {result.reason}" if result.reason and result.reason != head else head
+
+
+class Progress:
+    """What the agent is doing right now, with the time it started (for the spinner)."""
+
+    def __init__(self) -> None:
+        self.label = ""
+        self.since = 0.0
+        self.running: dict[str, tuple[str, float]] = {}  # call id -> (tool name, start)
+
+    def set(self, label: str) -> None:
+        self.label, self.since = label, time.monotonic()
+
+    def clear(self) -> None:
+        self.label = ""
+
+    def describe(self) -> str:
+        if self.running:
+            name, start = next(reversed(self.running.values()))
+            more = f" (+{len(self.running) - 1} more)" if len(self.running) > 1 else ""
+            return f"running {name}{more} {seconds(time.monotonic() - start)}"
+        if self.label:
+            return f"{self.label} {seconds(time.monotonic() - self.since)}"
+        return ""
+
+
+# --- -p: plain streams -----------------------------------------------------------------------------
+
+class PlainScreen(AgentEvents):
+    """Answer text to ``out`` as it streams; tool lines, notices and the spinner to ``err``.
+
+    ``stream``: write the answer to ``out`` while it arrives (off for ``--quiet`` and JSON);
+    ``progress``: tool lines and notices on ``err`` (off for ``--quiet``); ``spinner``: animate
+    on ``err`` (only when it is a terminal).
+    """
+
+    def __init__(self, out: IO[str], err: IO[str], *, stream: bool = True, progress: bool = True,
+                 spinner: bool = False, interval_s: float = 0.1) -> None:
+        self.out, self.err = out, err
+        self.stream, self.progress, self.spinner = stream, progress, spinner and progress
+        self.interval_s = interval_s
+        self._lock = threading.RLock()
+        self._state = Progress()
+        self._spin_shown = False
+        self._line_open = False  # text written to out without its closing newline
+        self._streamed = False  # this model call's text went to out already
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # spinner ------------------------------------------------------------------------------------
+
+    def _spin(self) -> None:
+        frame = 0
+        while not self._stop.wait(self.interval_s):
+            with self._lock:
+                what = self._state.describe()
+                if what:
+                    self.err.write(f"\r\x1b[2K{SPINNER[frame % len(SPINNER)]} {what}")
+                    self.err.flush()
+                    self._spin_shown = True
+                    frame += 1
+
+    def _unspin(self) -> None:
+        if self._spin_shown:
+            self.err.write("\r\x1b[2K")
+            self.err.flush()
+            self._spin_shown = False
+
+    def _busy(self, label: str) -> None:
+        with self._lock:
+            self._state.set(label)
+            if self.spinner and self._thread is None:
+                self._thread = threading.Thread(target=self._spin, name="spinner", daemon=True)
+                self._thread.start()
+
+    def close(self) -> None:
+        """Stop the spinner and leave the terminal tidy."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+        with self._lock:
+            self._unspin()
+
+    # events -------------------------------------------------------------------------------------
+
+    def thinking(self, step: int) -> None:
+        with self._lock:
+            self._streamed = False
+        self._busy("thinking" if step <= 1 else f"thinking (step {step})")
+
+    def text(self, delta: str) -> None:
+        with self._lock:
+            self._state.clear()
+            self._unspin()
+            if self.stream:
+                self.out.write(delta)
+                self.out.flush()
+                self._line_open = not delta.endswith("\n")
+                self._streamed = True
+
+    def assistant_done(self, text: str, calls: tuple[ToolCall, ...]) -> None:
+        with self._lock:
+            self._state.clear()
+            self._unspin()
+            if self.stream and not self._streamed and text.strip():
+                # a gateway that did not stream: show the text now
+                self.out.write(text.strip())
+                self._line_open = True
+            if self._line_open:
+                self.out.write("\n")
+                self._line_open = False
+            self.out.flush()
+
+    def tool_start(self, call: ToolCall) -> None:
+        with self._lock:
+            self._state.running[call.id] = (call.name, time.monotonic())
+            if self.progress:
+                self._unspin()
+                self.err.write(f"→ {call_brief(call)}\n")
+                self.err.flush()
+        self._busy("")
+
+    def tool_end(self, call: ToolCall, result: ToolResult, duration_s: float) -> None:
+        with self._lock:
+            self._state.running.pop(call.id, None)
+            if self.progress:
+                self._unspin()
+                mark = "✓" if result.ok else "✗"
+                self.err.write(f"  {mark} {result_brief(result)} ({seconds(duration_s)})\n")
+                self.err.flush()
+
+    def notice(self, message: str) -> None:
+        with self._lock:
+            if self.progress:
+                self._unspin()
+                self.err.write(f"note: {message}\n")
+                self.err.flush()
+
+    def finish(self, result: RunResult, *, answer: bool) -> None:
+        """After the run: the answer when it was not streamed (``answer``), why it stopped on err."""
+        self.close()
+        with self._lock:
+            if answer and result.answer:
+                self.out.write(result.answer.rstrip("\n") + "\n")
+            elif self._line_open:
+                self.out.write("\n")
+            self._line_open = False
+            self.out.flush()
+            if not result.ok:
+                self.err.write(end_line(result) + "\n")
+                self.err.flush()
+
+
+# --- the chat: rich --------------------------------------------------------------------------------
+
+class ChatScreen(AgentEvents):
+    """Rich rendering for the interactive chat; :meth:`turn` brackets one run."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.live import Live
+
+        self.console = console
+        self._lock = threading.RLock()
+        self._state = Progress()
+        self._buffer = ""
+        self._live = Live(_LiveView(self), console=console, transient=True, refresh_per_second=10,
+                          redirect_stdout=False, redirect_stderr=False)
+        self.context_used = 0
+        self.context_size: int | None = None
+        self.run_usage = Usage()
+
+    # the live region ------------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """A turn starts: show the live region."""
+        with self._lock:
+            self._buffer = ""
+            self.run_usage = Usage()
+            self._state = Progress()
+        self._live.start()
+
+    def end(self) -> None:
+        """The turn is over: remove the live region (what was printed stays)."""
+        self._live.stop()
+
+    def view(self) -> Any:
+        from rich.console import Group
+        from rich.spinner import Spinner
+        from rich.text import Text
+
+        with self._lock:
+            parts: list[Any] = []
+            if self._buffer:
+                # the streaming answer: only its tail fits under the fold; the full text is printed at the end
+                room = max(3, self.console.size.height - 4)
+                lines = self._buffer.splitlines()[-room:]
+                parts.append(Text("\n".join(lines)))
+            what = self._state.describe()
+            if what:
+                parts.append(Spinner("dots", Text(what, style="dim")))
+        return Group(*parts)
+
+    # events ---------------------------------------------------------------------------------------
+
+    def thinking(self, step: int) -> None:
+        with self._lock:
+            self._state.set("thinking" if step <= 1 else f"thinking (step {step})")
+
+    def text(self, delta: str) -> None:
+        with self._lock:
+            self._state.clear()
+            self._buffer += delta
+
+    def assistant_done(self, text: str, calls: tuple[ToolCall, ...]) -> None:
+        from rich.markdown import Markdown
+        from rich.text import Text
+
+        with self._lock:
+            self._state.clear()
+            self._buffer = ""
+            shown = text.strip()
+            if not shown:
+                return
+            if calls:
+                self.console.print(Text(shown, style="italic"))
+            else:
+                self.console.print(Markdown(shown))
+
+    def tool_start(self, call: ToolCall) -> None:
+        from rich.text import Text
+
+        with self._lock:
+            self._state.running[call.id] = (call.name, time.monotonic())
+            self.console.print(Text("→ ", style="cyan") + Text(call_brief(call)))
+
+    def tool_end(self, call: ToolCall, result: ToolResult, duration_s: float) -> None:
+        from rich.text import Text
+
+        with self._lock:
+            self._state.running.pop(call.id, None)
+            mark = Text("  ✓ ", style="green") if result.ok else Text("  ✗ ", style="red")
+            self.console.print(mark + Text(result_brief(result)) + Text(f" ({seconds(duration_s)})", style="dim"))
+
+    def notice(self, message: str) -> None:
+        from rich.text import Text
+
+        with self._lock:
+            self.console.print(Text(f"note: {message}", style="yellow"))
+
+    def usage(self, total: Usage, context_used: int, context_size: int | None) -> None:
+        with self._lock:
+            self.run_usage = total
+            self.context_used, self.context_size = context_used, context_size
+
+
+class _LiveView:
+    """Renders the chat screen's current state each time rich refreshes the live region."""
+
+    def __init__(self, screen: ChatScreen) -> None:
+        self.screen = screen
+
+    def __rich__(self) -> Any:
+        return self.screen.view()
+
+
+def status_fields(model: str, used: int, size: int | None, session: Usage,
+                  extra: Mapping[str, str] | None = None) -> str:
+    """The status line printed after each chat turn."""
+    parts = [model, context_line(used, size), "session " + usage_line(session)]
+    parts += [f"{k} {v}" for k, v in (extra or {}).items()]
+    return " · ".join(p for p in parts if p)

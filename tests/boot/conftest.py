@@ -1,0 +1,122 @@
+"""Fixtures for the CLI tests: ``python cli.py`` as a real subprocess against a scripted server."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = REPO / "cli.py"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: none of the developer's agent settings or keys."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AGENT_", "GEMINI_")) and k not in ("OPENAI_API_KEY", "LOCAL_CODER_REEXEC")}
+    env.update({"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "TERM": "dumb"})
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Done:
+    """A finished CLI run."""
+
+    rc: int
+    out: str
+    err: str
+
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., Any]]:
+    """``scripted(replies, **kw)``: a started :class:`gate.scripted_server.ScriptedServer` (real uvicorn)."""
+    module = pytest.importorskip("gate.scripted_server")
+    started: list[Any] = []
+
+    def start(replies: list[Any], **kw: Any) -> Any:
+        kw.setdefault("n_ctx", 8192)
+        server = module.ScriptedServer(replies, **kw).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def make_env() -> Callable[..., dict[str, str]]:
+    return clean_env
+
+
+@pytest.fixture
+def cli_argv(workspace: Path) -> Callable[..., list[str]]:
+    """``cli_argv(*args, server=…)``: the command line that runs ``cli.py`` on ``server`` in ``workspace``."""
+    if not VENV_PYTHON.exists():
+        pytest.skip(f"the project's venv {VENV_PYTHON} is missing (run `bash runsv.sh` once)")
+
+    def argv(*args: str, server: Any = None, python: str | os.PathLike[str] = VENV_PYTHON,
+             python_flags: tuple[str, ...] = ()) -> list[str]:
+        # the fixture's flags first: everything after a subcommand's name belongs to the subcommand
+        line = [str(python), *python_flags, str(CLI)]
+        if server is not None:
+            line += ["--model-url", server.base_url, "--model", server.model]
+        if "--workspace" not in args:
+            line += ["--workspace", str(workspace)]
+        return line + list(args)
+
+    return argv
+
+
+@pytest.fixture
+def cli(cli_argv: Callable[..., list[str]], tmp_path: Path) -> Callable[..., Done]:
+    """``cli(*args, server=…, stdin=…, python=…)``: run ``cli.py`` in the temp folder and wait for it."""
+
+    def run(*args: str, server: Any = None, stdin: str | None = None, python: str | os.PathLike[str] = VENV_PYTHON,
+            python_flags: tuple[str, ...] = (), env: dict[str, str] | None = None, timeout: float = 90) -> Done:
+        argv = cli_argv(*args, server=server, python=python, python_flags=python_flags)
+        proc = subprocess.run(argv, input=stdin if stdin is not None else "", capture_output=True, text=True,
+                              cwd=tmp_path, env=env or clean_env(), timeout=timeout)
+        return Done(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@pytest.fixture
+def file_tools() -> None:
+    """Skip unless the built-in file tools (``tool/files.py``, write_file) are in this checkout."""
+    if importlib.util.find_spec("tool.files") is None:
+        pytest.skip("tool/files.py (the write_file tool the CLI offers) is not in this checkout yet")
+
+
+@pytest.fixture
+def system_python() -> Path:
+    """A Python outside the project's venv (the base install the venv was made from)."""
+    for candidate in (Path(sys.base_prefix) / "bin" / "python3", Path("/usr/bin/python3")):
+        if candidate.exists() and not str(candidate.resolve()).startswith(str(REPO / ".venv")):
+            return candidate
+    pytest.skip("no Python outside the project's venv on this machine")
+
+
+@pytest.fixture
+def cli_file() -> Path:
+    return CLI
