@@ -8,7 +8,7 @@ from boot.settings import Settings
 from core.gateway import ModelGateway
 from core.tools import Tool
 from flow.events import AgentEvents
-from flow.loop import Agent
+from flow.loop import Agent, Verifier
 from flow.prompt import PromptSection
 from store.sessions import SessionStore
 from tool.registry import ToolRegistry
@@ -27,7 +27,8 @@ def build_registry(settings: Settings, *, tools: Sequence[Tool] = ()) -> ToolReg
 
 def build_agent(settings: Settings, *, gateway: ModelGateway | None = None, events: AgentEvents | None = None,
                 tools: Sequence[Tool] = (), sessions: SessionStore | None = None,
-                system_prompt_extra: PromptSection | Sequence[PromptSection] | None = None) -> Agent:
+                system_prompt_extra: PromptSection | Sequence[PromptSection] | None = None,
+                verifier: Verifier | None = None) -> Agent:
     """A ready agent: the local gateway unless one is given, the enabled tools, the workspace's sessions."""
     if gateway is None:
         from gate.factory import make_gateway  # the HTTP client stack is loaded only when used
@@ -37,6 +38,7 @@ def build_agent(settings: Settings, *, gateway: ModelGateway | None = None, even
     root.mkdir(parents=True, exist_ok=True)
     registry = build_registry(settings, tools=tools)
     store = sessions if sessions is not None else SessionStore.for_workspace(root)
-    agent = Agent(gateway, registry, store, settings, events=events, system_prompt_extra=system_prompt_extra)
+    agent = Agent(gateway, registry, store, settings, events=events, system_prompt_extra=system_prompt_extra,
+                  verifier=verifier)
     registry.on_notice = agent.events.notice
     return agent

@@ -21,9 +21,8 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Callable, Sequence, Union
 
-from boot.settings import Settings
 from core.errors import BudgetExceeded, ConfigError, ContextOverflow, FormatErrorLimit, GatewayError, Interrupted, RunEnded
 from core.gateway import ModelGateway, StreamEvent
 from core.messages import Completion, Message, ToolCall, Usage
@@ -35,6 +34,9 @@ from flow.events import AgentEvents, RunResult, ToolCallRecord
 from flow.prompt import PromptSection, gather_sections, system_prompt
 from store.sessions import SessionStore, StoredMessage
 from tool.registry import Outcome, ToolRegistry
+
+if TYPE_CHECKING:  # flow does not depend on boot; the settings object is only passed in
+    from boot.settings import Settings
 
 #: context assumed when neither the setting nor the server says (small enough to be safe)
 DEFAULT_CONTEXT = 8192
@@ -52,6 +54,23 @@ class _Submitted(Exception):
     def __init__(self, answer: str) -> None:
         super().__init__(answer)
         self.answer = answer
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a verifier (the judge) is shown when the model says it is done."""
+
+    answer: str
+    task: str
+    session_id: str
+    tool_calls: tuple[ToolCallRecord, ...]  # every call of this run so far, in order
+    cancel: threading.Event
+
+
+#: ``finished -> None`` accepts the answer; a string goes back to the model and the run goes on.
+#: To end the run with another status, raise a :class:`core.errors.RunEnded` whose ``status`` is
+#: one of ``RUN_STATUSES`` (the judge's ``checks_failed``).
+Verifier = Callable[[Finished], Union[str, None]]
 
 
 @dataclass
@@ -79,7 +98,8 @@ class Agent:
 
     def __init__(self, gateway: ModelGateway, registry: ToolRegistry, sessions: SessionStore, settings: Settings,
                  events: AgentEvents | None = None,
-                 system_prompt_extra: Union[PromptSection, Sequence[PromptSection], None] = None) -> None:
+                 system_prompt_extra: Union[PromptSection, Sequence[PromptSection], None] = None,
+                 verifier: Verifier | None = None) -> None:
         self.gateway = gateway
         self.registry = registry
         self.sessions = sessions
@@ -91,6 +111,7 @@ class Agent:
             self.prompt_sections = [system_prompt_extra]
         else:
             self.prompt_sections = list(system_prompt_extra)
+        self.verifier = verifier
         self.format_error_limit = FORMAT_ERROR_LIMIT
         self.repeat_limit = REPEAT_LIMIT
         self._sized: tuple[ContextBudget, Compactor] | None = None
@@ -313,6 +334,11 @@ class Agent:
                 return ()
             self._append(st, Message.assistant(text))
             self.events.assistant_done(text, ())
+            st.answer = text
+            feedback = self._verify(st, text)
+            if feedback:
+                self._append(st, Message.user(feedback))
+                return ()
             raise _Submitted(text)
         self._append(st, Message.assistant(text, calls))
         st.pending = {c.id: c for c in calls}
@@ -323,6 +349,11 @@ class Agent:
             st.note = "(One of your tool calls could not be read and was not run: " + "; ".join(
                 c.error or "no tool name" for c in unreadable) + ".)"
         return calls
+
+    def _verify(self, st: _Run, answer: str) -> str | None:
+        if self.verifier is None:
+            return None
+        return self.verifier(Finished(answer, st.task, st.session_id, tuple(st.records), st.cancel))
 
     def _format_error(self, st: _Run, problem: str) -> None:
         st.format_errors += 1

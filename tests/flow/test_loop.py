@@ -395,3 +395,37 @@ def test_the_context_is_asked_again_each_run_until_the_server_says(make_settings
         assert agent.context.context_length == 8192
         agent.run("second")
         assert agent.context.context_length == 4096
+
+
+def test_a_verifier_can_send_the_work_back_and_then_accept_it(make_agent, store):
+    from core.errors import RunEnded
+    from flow.loop import Finished
+
+    seen: list[Finished] = []
+
+    def judge(finished: Finished):
+        seen.append(finished)
+        return "Checks failed: 1 test failed in test_a.py. Fix it." if len(seen) == 1 else None
+
+    def fix(messages, offered):
+        assert messages[-1] == Message.user("Checks failed: 1 test failed in test_a.py. Fix it.")
+        return ToolCall("write_note", {"path": "a.py", "text": "fixed"})
+
+    agent, _, _ = make_agent([ToolCall("write_note", {"path": "a.py", "text": "bug"}), "Done.", fix, "Done, fixed."])
+    agent.verifier = judge
+    result = agent.run("write a.py")
+    assert (result.status, result.answer, result.steps) == ("done", "Done, fixed.", 4)
+    assert [f.answer for f in seen] == ["Done.", "Done, fixed."]
+    assert [c.arguments["text"] for c in seen[1].tool_calls] == ["bug", "fixed"]
+
+    class ChecksFailed(RunEnded):
+        status = "checks_failed"
+
+    def strict(finished: Finished):
+        raise ChecksFailed("checks still failing after 2 rounds: 1 failed")
+
+    agent2, _, _ = make_agent(["Done."])
+    agent2.verifier = strict
+    ended = agent2.run("write b.py")
+    assert (ended.status, ended.reason, ended.answer) == ("checks_failed", "checks still failing after 2 rounds: 1 failed", "Done.")
+    assert store.info(ended.session_id).status == "checks_failed"
