@@ -28,7 +28,8 @@ from gate.transport import (RETRY_STATUS, Control, Retry, abort_on_stop, RetryPo
 __all__ = ["OpenAICompatGateway", "message_to_openai", "messages_to_openai", "message_from_openai",
            "START_HINT"]
 
-START_HINT = "start one with `bash runsv.sh`, or set AGENT_MODEL_URL to a running OpenAI-compatible server"
+START_HINT = ("start one with `bash runsv.sh`, or give --model-url (AGENT_MODEL_URL) for another "
+              "OpenAI-compatible engine")
 
 #: Ollama's context when nothing says otherwise; it cuts longer prompts silently, so guess low
 OLLAMA_FALLBACK_CTX = 2048

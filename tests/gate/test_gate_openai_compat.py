@@ -202,8 +202,8 @@ def test_connection_refused_is_model_unavailable_naming_the_url_and_the_start_co
     gateway = OpenAICompatGateway(url, "m", retry=fast_retry)
     with pytest.raises(ModelUnavailable) as caught:
         gateway.complete(ASK)
-    assert str(caught.value) == (f"no model server answers at {url} (start one with `bash runsv.sh`, or set "
-                                 "AGENT_MODEL_URL to a running OpenAI-compatible server)")
+    assert str(caught.value) == (f"no model server answers at {url} (start one with `bash runsv.sh`, or give "
+                                 "--model-url (AGENT_MODEL_URL) for another OpenAI-compatible engine)")
     assert "\n" not in str(caught.value)
 
 
