@@ -28,7 +28,9 @@ from core.messages import Completion, Message, ToolCall, Usage
 from core.tools import Tool
 from gate.transport import TokenCounter, estimate_tokens
 
-Step = Any  # Completion | str | ToolCall | Sequence[ToolCall | str] | BaseException | type | Callable
+#: Completion | str | ToolCall | Sequence[ToolCall | str] | BaseException | exception class | StepFn
+Step = Any
+StepFn = Callable[[list[Message], list[Tool]], Step]
 
 
 @dataclass(frozen=True)
@@ -159,5 +161,3 @@ class ScriptedGateway:
         if exc_type is None:  # an earlier failure says more than the leftovers would
             self.assert_done()
 
-
-StepFn = Callable[[list[Message], list[Tool]], Step]

@@ -175,7 +175,7 @@ def test_retry_after_is_honoured():
 def test_a_read_timeout_is_retried(fast_retry):
     stall = {"text": "", "stall_after": 0}
     with ScriptedServer([stall, {"text": "second try"}]) as server:
-        completion = gateway_for(server, fast_retry, timeout_s=0.5).complete(ASK, on_event=lambda e: None)
+        completion = gateway_for(server, fast_retry, timeout_s=1.0).complete(ASK, on_event=lambda e: None)
     assert completion.text == "second try"
 
 
@@ -183,7 +183,7 @@ def test_a_failure_after_text_was_shown_is_not_retried(fast_retry):
     # the stream stalls after showing text; a retry would show the answer twice
     with ScriptedServer([{"text": "half an answer", "stall_after": 4}, {"text": "never"}]) as server:
         with pytest.raises(GatewayError, match="timed out"):
-            gateway_for(server, fast_retry, timeout_s=0.5).complete(ASK, on_event=lambda e: None)
+            gateway_for(server, fast_retry, timeout_s=1.0).complete(ASK, on_event=lambda e: None)
     assert len(server.requests) == 1
 
 
