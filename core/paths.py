@@ -118,8 +118,8 @@ def _walk_dirs(real_root: str, parts: list[str], *, create: bool) -> int:
         raise
 
 
-def _open_folder(real_root: str, parts: list[str], shown: str, *, create: bool) -> int:
-    """:func:`_walk_dirs` with its failures turned into messages for the model."""
+def _open_folder(real_root: str, parts: list[str], shown: str, *, create: bool, whole: bool = False) -> int:
+    """:func:`_walk_dirs` with its failures turned into messages; ``whole``: ``shown`` names this folder."""
     try:
         return _walk_dirs(real_root, parts, create=create)
     except OSError as exc:
@@ -128,6 +128,8 @@ def _open_folder(real_root: str, parts: list[str], shown: str, *, create: bool) 
             blocker = _first_non_dir(real_root, parts)
             if blocker is None or blocker[1]:
                 raise _through_link(shown) from None
+            if whole and blocker[0] == "/".join(parts):
+                raise ToolError(f"{shown!r} is a file, not a folder", hint="read_file shows its content") from None
             raise ToolError(f"{blocker[0]!r} is a file, not a folder, so {shown!r} cannot exist",
                             hint="check the path with list_files") from None
         if isinstance(exc, FileNotFoundError):
@@ -160,7 +162,7 @@ def confined_dir(root: str | os.PathLike[str], path: str | os.PathLike[str] = ".
     """
     shown = os.fspath(path)
     real_root, parts = _parts(root, path)
-    fd = _open_folder(real_root, parts, shown or ".", create=False)
+    fd = _open_folder(real_root, parts, shown or ".", create=False, whole=True)
     try:
         yield fd
     finally:

@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO
 
 from core.errors import ToolError
 from core.paths import DIR_FLAGS, open_confined, relative_to_workspace, resolve_in_workspace, write_atomic
@@ -93,7 +93,7 @@ class FileTools:
         depth = (max_depth or (10 if glob else 3)) if deep else 1
         matcher = compile_glob(glob) if glob else None
         found: list[tuple[Entry, int]] = []  # the entry and, for a folder not entered, its entry count
-        skipped: set[str] = set()
+        skipped: list[str] = []
         scanned = 0
         unentered = 0  # folders at the depth limit that hold something
         for dir_fd, entry in walk(self.root, rel, max_depth=depth):
@@ -101,7 +101,7 @@ class FileTools:
             if scanned > self.scan_limit:
                 break
             if entry.skipped:
-                skipped.add(entry.rel + "/")
+                skipped.append(entry.path + "/")
                 continue
             count = _count_entries(dir_fd, entry.name) if entry.kind == "dir" and entry.depth >= depth else -1
             unentered += count > 0
@@ -126,7 +126,8 @@ class FileTools:
             lines.append(f"[{unentered} folder{'s' if unentered > 1 else ''} deeper than max_depth={depth} "
                          "not searched; raise max_depth to look inside]")
         if skipped:
-            lines.append(f"[not listed: {', '.join(sorted(skipped))}]")
+            more = f" and {len(skipped) - 6} more" if len(skipped) > 6 else ""
+            lines.append(f"[not listed: {', '.join(skipped[:6])}{more}]")
         files = sum(1 for e, _ in shown if e.kind == "file")
         folders = sum(1 for e, _ in shown if e.kind == "dir")
         cut = " (cut)" if len(shown) < len(found) or scanned > self.scan_limit else ""
@@ -150,6 +151,9 @@ class FileTools:
                 raise ToolError(f"{rel} is a binary file ({kind}, {human_size(size)}); read_file shows text only",
                                 hint="inspect it with a tool made for that kind of file, if one is offered")
             if size > self.max_read_bytes:
+                if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                    raise ToolError(f"{rel} is UTF-16 text larger than {human_size(self.max_read_bytes)}, "
+                                    "too large for read_file", hint="search_files finds lines in it")
                 text_lines, total, lossy = _stream_lines(head, f, (start_line or 1), end_line, self.max_read_chars)
             else:
                 text_lines, total, lossy = _all_lines(head + f.read())
@@ -418,35 +422,36 @@ def _all_lines(data: bytes) -> tuple[list[str], int, bool]:
     return lines, len(lines), lossy
 
 
-def _stream_lines(head: bytes, f, first: int, last: int | None, budget: int) -> tuple[list[str], int, bool]:
-    """Lines ``first``… of a file too large to load, at most ``budget`` characters of them; and the count."""
+def _stream_lines(head: bytes, f: BinaryIO, first: int, last: int | None,
+                  budget: int) -> tuple[list[str], int, bool]:
+    """Lines ``first``… of a file too large to load (about ``budget`` characters of them) and its line count."""
     wanted: list[str] = []
-    used, total, lossy = 0, 0, False
-    pending = head
-    for raw in _raw_lines(pending, f):
-        total += 1
-        if total < first or (last is not None and total > last) or used > budget:
-            continue
-        text, bad = _decode(raw)
-        lossy |= bad
-        text = _split(text)[0] if text else ""
-        wanted.append(text)
-        used += len(text) + 8
-    return wanted, total, lossy
-
-
-def _raw_lines(head: bytes, f) -> Iterator[bytes]:
+    used, complete, lossy = 0, 0, False
     buf = head
     while True:
         chunk = f.read(1 << 20)
         buf += chunk
         parts = buf.split(b"\n")
         buf = parts.pop()
-        yield from parts
+        if not chunk and buf:
+            parts.append(buf)  # an unterminated last line
+            buf = b""
+        for raw in parts:
+            complete += 1
+            if complete >= first and (last is None or complete <= last) and used <= budget:
+                text, bad = _decode(raw)
+                lossy |= bad
+                wanted.append(text[:-1] if text.endswith("\r") else text)
+                used += len(text) + 8
         if not chunk:
-            if buf:
-                yield buf
-            return
+            return wanted, complete, lossy
+        if (last is not None and complete >= last) or used > budget:
+            # the wanted lines are in hand: only count the rest, without splitting it into lines
+            newlines, tail = buf.count(b"\n"), buf[-1:]
+            while chunk := f.read(1 << 20):
+                newlines += chunk.count(b"\n")
+                tail = chunk[-1:]
+            return wanted, complete + newlines + (1 if tail not in (b"", b"\n") else 0), lossy
 
 
 def _encode(text: str) -> bytes:
@@ -477,7 +482,10 @@ def _numbered(lines: list[str], first: int) -> str:
 def _snippet(text: str, line: int, count: int, context: int = 2, most: int = 30) -> str:
     lines = text.split("\n")
     start = max(1, line - context)
-    end = min(len(lines), line + count - 1 + context, start + most - 1)
+    end = min(len(lines), line + count - 1 + context)
+    cut = end - (start + most - 1)
+    if cut > 0:
+        return _numbered(lines[start - 1:start + most - 1], start) + f"\n(and {cut} more lines)"
     return _numbered(lines[start - 1:end], start)
 
 

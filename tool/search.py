@@ -362,7 +362,7 @@ def _search_rg(binary: str, root: Path, real: Path, pattern: str, ignore_case: b
         # could be swapped before it starts (Linux: the child's /proc/self/fd names our descriptor)
         cwd = f"/proc/self/fd/{fd}" if os.path.isdir(f"/proc/self/fd/{fd}") else str(real if is_dir else real.parent)
         proc = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+                                stderr=subprocess.PIPE, start_new_session=True, pass_fds=(fd,))
     # a search that runs long is ended by killing ripgrep; what it found so far is kept
     timer = threading.Timer(time_limit_s, _kill_group, (proc,))
     timer.start()

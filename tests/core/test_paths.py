@@ -215,6 +215,13 @@ def test_confined_dir_gives_a_descriptor_of_the_folder(ws):
         assert sorted(os.listdir(fd)) == ["sub"]
 
 
+def test_confined_dir_on_a_file_says_it_is_a_file(ws):
+    with pytest.raises(ToolError, match="^'sub/inside.txt' is a file, not a folder \\(") as info:
+        with confined_dir(ws, "sub/inside.txt"):
+            pass
+    assert info.value.hint == "read_file shows its content"
+
+
 def test_confined_dir_refuses_a_symlinked_folder_outside(ws, outside):
     (ws / "out").symlink_to(outside, target_is_directory=True)
     with pytest.raises(PathEscape):

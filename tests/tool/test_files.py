@@ -104,7 +104,7 @@ def test_list_files_recursive_lists_paths_from_the_workspace_root(ft, ws):
         "src/app.py  67 B",
         "src/pkg/",
         "src/pkg/util.py  10 B",
-        "[not listed: pkg/__pycache__/]",
+        "[not listed: src/pkg/__pycache__/]",
     ]
     assert result.summary == "listed src: 1 folder, 2 files"
 
@@ -137,6 +137,14 @@ def test_list_files_cut_keeps_the_shallowest_and_says_how_to_see_more(ws):
         "[not listed: .agent/, .git/, .venv/, __pycache__/]",
     ]
     assert result.summary.endswith("(cut)")
+
+
+def test_list_files_names_at_most_six_skipped_folders(ft, ws):
+    for i in range(8):
+        (ws / "src" / f"m{i}" / "__pycache__").mkdir(parents=True)
+    result = ft.list_files("src", recursive=True)
+    assert lines_of(result)[-1] == ("[not listed: src/m0/__pycache__/, src/m1/__pycache__/, src/m2/__pycache__/, "
+                                    "src/m3/__pycache__/, src/m4/__pycache__/, src/m5/__pycache__/ and 2 more]")
 
 
 def test_list_files_stops_after_the_scan_limit(ws):
@@ -214,11 +222,18 @@ def test_read_file_shows_the_start_of_a_line_longer_than_the_cap(ws):
     ]
 
 
-def test_read_file_streams_files_above_the_load_limit(ws):
-    (ws / "big.log").write_text("".join(f"event {i}\n" for i in range(1, 5001)))
-    tools = FileTools(ws, max_read_bytes=1000, rg=None)
+@pytest.mark.parametrize("end", ["\n", ""], ids=["newline-at-end", "no-newline-at-end"])
+def test_read_file_streams_files_above_the_load_limit(ws, end):
+    # 2 MB: the wanted lines sit in the first chunk and the count continues through the others
+    (ws / "big.log").write_text("".join(f"event {i:07}\n" for i in range(1, 140001))[:-1] + end)
+    tools = FileTools(ws, max_read_bytes=1000, max_read_chars=60, rg=None)
     result = tools.read_file("big.log", start_line=4000, end_line=4002)
-    assert result.content == "4000| event 4000\n4001| event 4001\n4002| event 4002\n[lines 4000-4002 of 5000]"
+    assert result.content == ("4000| event 0004000\n4001| event 0004001\n4002| event 0004002\n"
+                              "[lines 4000-4002 of 140000]")
+    assert lines_of(tools.read_file("big.log", start_line=139999))[:3] == [
+        "139999| event 0139999", "140000| event 0140000", "[lines 139999-140000 of 140000]"]
+    assert lines_of(tools.read_file("big.log"))[-1] == ("[lines 1-2 of 140000 shown; to read on, call read_file "
+                                                         "with start_line=3]")
 
 
 def test_read_file_refuses_binary_files_saying_what_they_are(ft, ws):
@@ -308,6 +323,12 @@ def test_edit_file_replaces_a_unique_text_and_shows_the_result(ft, ws):
         "1| def slugify(text):\n2|     return text.lower().replace(' ', '-')\n3| \n4| ")
     assert result.summary == "edited src/app.py (1 replacement)"
     assert "replace(' ', '-')" in (ws / "src" / "app.py").read_text()
+
+
+def test_edit_file_shows_at_most_30_lines_of_a_long_replacement(ft, ws):
+    result = ft.edit_file("README.md", "Slugify things.", "\n".join(f"row {i}" for i in range(1, 41)))
+    assert lines_of(result)[1:3] == ["1| # Demo", "2| row 1"]
+    assert lines_of(result)[-2:] == ["30| row 29", "(and 11 more lines)"]
 
 
 def test_edit_file_can_delete_text(ft, ws):
