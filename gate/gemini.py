@@ -49,6 +49,7 @@ class GeminiGateway:
         self._lock = threading.Lock()
         self._signatures: dict[str, str] = {}
         self._native_ids: set[str] = set()
+        self._made_ids: set[str] = set()
         self._ctx: int | None = None
         self._ctx_known = False
         self._count_exact = True  # until :countTokens fails for good
@@ -62,8 +63,8 @@ class GeminiGateway:
     def _body(self, messages: Sequence[Message], tools: Sequence[Tool], *, temperature: float | None = None,
               max_tokens: int | None = None, generation: bool = True) -> dict[str, Any]:
         with self._lock:
-            signatures, native = dict(self._signatures), set(self._native_ids)
-        contents, system = contents_from_messages(messages, signatures, native,
+            signatures, native, made = dict(self._signatures), set(self._native_ids), set(self._made_ids)
+        contents, system = contents_from_messages(messages, signatures, native, made,
                                                   skip_signature=self.model.startswith("gemini-3"))
         body: dict[str, Any] = {"contents": contents}
         if system:
@@ -110,6 +111,7 @@ class GeminiGateway:
             with self._lock:
                 self._signatures.update(assembler.signatures)
                 self._native_ids.update(assembler.native_ids)
+                self._made_ids.update(assembler.made_ids)
             return completion
 
         return with_retries(attempt, self.retry, cancel, self._unavailable)

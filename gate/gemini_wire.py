@@ -75,8 +75,14 @@ def function_declarations(tools: Sequence[Tool]) -> list[dict[str, Any]]:
 
 
 def contents_from_messages(messages: Sequence[Message], signatures: Mapping[str, str],
-                           native_ids: Collection[str], skip_signature: bool) -> tuple[list[dict[str, Any]], str]:
-    """``contents`` and the system instruction text for a conversation."""
+                           native_ids: Collection[str], made_ids: Collection[str],
+                           skip_signature: bool) -> tuple[list[dict[str, Any]], str]:
+    """``contents`` and the system instruction text for a conversation.
+
+    ``signatures``: thought signatures by call id; ``native_ids``: call ids Gemini gave (sent back);
+    ``made_ids``: calls Gemini made (the later calls of a parallel batch rightly have no
+    signature); ``skip_signature``: give calls Gemini did not make the skip value (Gemini 3).
+    """
     system: list[str] = []
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}
@@ -101,7 +107,8 @@ def contents_from_messages(messages: Sequence[Message], signatures: Mapping[str,
                 if call.id in native_ids:
                     fc["id"] = call.id
                 part: dict[str, Any] = {"functionCall": fc}
-                signature = signatures.get(call.id) or (SKIP_SIGNATURE if skip_signature else None)
+                signature = signatures.get(call.id) or (
+                    SKIP_SIGNATURE if skip_signature and call.id not in made_ids else None)
                 if signature:
                     part["thoughtSignature"] = signature
                 add("model", part)
@@ -142,6 +149,7 @@ class ReplyAssembler:
         self.calls: list[ToolCall] = []
         self.signatures: dict[str, str] = {}
         self.native_ids: set[str] = set()
+        self.made_ids: set[str] = set()
         self.finish: str | None = None
         self.usage = Usage()
 
@@ -167,6 +175,7 @@ class ReplyAssembler:
                     self.native_ids.add(call_id)
                 if part.get("thoughtSignature"):
                     self.signatures[call_id] = part["thoughtSignature"]
+                self.made_ids.add(call_id)
                 self.calls.append(checked_call(fc.get("name") or "", fc.get("args") or {}, call_id, self.allowed))
                 events.append(("tool_call", fc.get("name") or ""))
             elif part.get("text"):

@@ -86,6 +86,17 @@ def test_calls_gemini_3_did_not_make_carry_the_skip_signature(tools):
     assert "thoughtSignature" not in gemini25
 
 
+def test_only_the_call_gemini_3_signed_carries_a_signature_in_a_parallel_batch(tools):
+    two = [READ, {"name": "read_file", "args": {"path": "b.py"}}]
+    with ScriptedGemini([{"function_calls": two, "thought_signature": "c2ln"}, {"text": "ok"}]) as gemini:
+        gateway = gateway_for(gemini, model="gemini-3-pro-preview")
+        first = gateway.complete(ASK, tools)
+        results = [Message.tool(c.id, "read_file", "x") for c in first.tool_calls]
+        gateway.complete(ASK + [first.message, *results], tools)
+    parts = gemini.requests[1]["body"]["contents"][1]["parts"]
+    assert [p.get("thoughtSignature") for p in parts] == ["c2ln", None]
+
+
 def test_streamed_text_arrives_in_pieces_with_usage():
     events = []
     with ScriptedGemini([{"text": "Twelve words of streamed answer, more or less, arrive here."}], chunk_chars=6) as gemini:
