@@ -327,7 +327,7 @@ def test_edit_file_replaces_a_unique_text_and_shows_the_result(ft, ws):
 
 def test_edit_file_shows_at_most_30_lines_of_a_long_replacement(ft, ws):
     result = ft.edit_file("README.md", "Slugify things.", "\n".join(f"row {i}" for i in range(1, 41)))
-    assert lines_of(result)[1:3] == ["1| # Demo", "2| row 1"]
+    assert lines_of(result)[1:3] == [" 1| # Demo", " 2| row 1"]
     assert lines_of(result)[-2:] == ["30| row 29", "(and 11 more lines)"]
 
 
