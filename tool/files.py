@@ -481,6 +481,8 @@ def _numbered(lines: list[str], first: int) -> str:
 
 def _snippet(text: str, line: int, count: int, context: int = 2, most: int = 30) -> str:
     lines = text.split("\n")
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start another
     start = max(1, line - context)
     end = min(len(lines), line + count - 1 + context)
     cut = end - (start + most - 1)
