@@ -8,6 +8,7 @@ Ctrl-C, Ctrl-C or Ctrl-D at the empty prompt, or ``/quit`` leaves.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Iterable
 
 from prompt_toolkit import PromptSession
@@ -72,7 +73,7 @@ class Chat:
         name, _, arg = line[1:].partition(" ")
         cmd = self.command(name)
         if cmd is None:
-            close = [c.name for c in self.commands() if c.name.startswith(name[:1])] if name else []
+            close = difflib.get_close_matches(name, [c.name for c in self.commands()], n=2, cutoff=0.6)
             also = f" (did you mean {', '.join('/' + c for c in close)}?)" if close else ""
             self.console.print(f"unknown command /{name}{also}; /help lists them", style="red")
             return

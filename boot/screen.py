@@ -92,7 +92,10 @@ def end_line(result: RunResult) -> str:
             "format_errors": "stopped: the model kept making malformed tool calls",
             "checks_failed": "stopped: the checks kept failing", "error": "stopped: the model server failed"}
     head = what.get(result.status, f"stopped ({result.status})")
-    return f"{head}: {result.reason}" if result.reason and result.reason != head else head
+    if not result.reason or result.reason == head:
+        return head
+    # "interrupted while the model was answering" says it all; no "interrupted: interrupted …"
+    return result.reason if result.reason.startswith(head) else f"{head}: {result.reason}"
 
 
 class Progress:
@@ -275,8 +278,14 @@ class ChatScreen(AgentEvents):
         self._live.start()
 
     def end(self) -> None:
-        """The turn is over: remove the live region (what was printed stays)."""
+        """The turn is over: remove the live region; text cut off mid-answer stays on screen."""
+        from rich.text import Text
+
         self._live.stop()
+        with self._lock:
+            if self._buffer.strip():
+                self.console.print(Text(self._buffer.rstrip() + " …", style="dim"))
+            self._buffer = ""
 
     def view(self) -> Any:
         from rich.console import Group

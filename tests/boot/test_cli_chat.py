@@ -1,0 +1,165 @@
+"""The interactive chat for real: ``python cli.py`` in a pseudo-terminal (pexpect), a scripted server behind it."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+
+pexpect = pytest.importorskip("pexpect")
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-B]|\x1b[=>]|[\x08\x07]")
+
+
+class Terminal:
+    """A chat running in a pty; :meth:`wait_for` looks at what the screen was sent, escapes removed."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
+        self.child = pexpect.spawn(argv[0], argv[1:], env=env, cwd=cwd, encoding="utf-8",
+                                   dimensions=(40, 120), timeout=30)
+        self.raw = ""
+        self.seen = 0  # where the next wait_for starts looking
+        self.ended = False  # the program closed the terminal
+
+    @property
+    def text(self) -> str:
+        return ANSI.sub("", self.raw).replace("\r", "")
+
+    def _pump(self, timeout: float) -> None:
+        try:
+            self.raw += self.child.read_nonblocking(65536, timeout=timeout)
+        except pexpect.TIMEOUT:
+            pass
+        except pexpect.EOF:
+            self.ended = True
+
+    def wait_for(self, wanted: str, timeout: float = 30) -> str:
+        """Wait until ``wanted`` appears after the previous match; returns the screen text up to it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            at = self.text.find(wanted, self.seen)
+            if at >= 0:
+                shown = self.text[self.seen:at + len(wanted)]
+                self.seen = at + len(wanted)
+                return shown
+            if time.monotonic() > deadline or self.ended:
+                raise AssertionError(f"{wanted!r} not on the screen after {timeout} s; it shows:\n"
+                                     f"{self.text[self.seen:][-3000:]}")
+            self._pump(0.1)
+
+    def prompt(self) -> None:
+        self.wait_for("›")
+
+    def send(self, line: str) -> None:
+        self.child.sendline(line)
+
+    def exit_status(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while not self.ended and self.child.isalive() and time.monotonic() < deadline:
+            self._pump(0.1)
+        self.child.close()
+        return self.child.exitstatus if self.child.exitstatus is not None else 128 + (self.child.signalstatus or 0)
+
+
+@pytest.fixture
+def chat(cli_argv, make_env, tmp_path):
+    started: list[Terminal] = []
+
+    def start(server: Any, *args: str) -> Terminal:
+        env = make_env(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", HOME=str(tmp_path), COLUMNS="120")
+        term = Terminal(cli_argv(*args, server=server), env, str(tmp_path))
+        started.append(term)
+        return term
+
+    yield start
+    for term in started:
+        if term.child.isalive():
+            term.child.terminate(force=True)
+
+
+def test_a_chat_streams_answers_shows_tools_lists_sessions_survives_ctrl_c_and_quits(chat, scripted, workspace,
+                                                                                     file_tools):
+    server = scripted([
+        {"text": "Writing it.", "tool_calls": [{"name": "write_file", "arguments": {"path": "a.txt", "content": "hi"}}]},
+        {"text": "## Done\n\nI wrote **a.txt**."},
+        {"text": "This will take a long while", "stall_after": 12},
+        {"text": "Second answer after the interrupt."},
+    ], chunk_chars=2)
+    term = chat(server)
+    term.wait_for("scripted-model")
+    term.prompt()
+
+    term.send("write a.txt saying hi")
+    term.wait_for("Writing it.")
+    term.wait_for("→ write_file(path='a.txt', content='hi')")
+    term.wait_for("✓ created a.txt")
+    term.wait_for("I wrote a.txt.")  # the markdown rendered: no ** left
+    status = term.wait_for("out")
+    assert re.search(r"scripted-model · context \S+/8\.2k \(\d+%\) · session \S+ in / \S+ out", status), status
+    assert (workspace / "a.txt").read_text() == "hi"
+    term.prompt()
+
+    term.send("/help")
+    for command in ("/sessions", "/resume [ID]", "/model [ID]", "/clear", "/cost", "/memory [ARGS]", "/quit"):
+        term.wait_for(command)
+    term.prompt()
+
+    term.send("/sessions")
+    term.wait_for("write a.txt saying hi")
+    term.prompt()
+
+    term.send("take your time")
+    term.wait_for("This will ta")  # streamed, then the server stalls mid-answer
+    term.child.sendintr()
+    term.wait_for("interrupting")
+    term.wait_for("interrupted while the model was answering")
+    assert server.client_left.wait(10)
+    term.prompt()
+
+    term.send("try again")
+    term.wait_for("Second answer after the interrupt.")
+    term.prompt()
+    # the same session went on: the last request carries the first turn and the interrupted one
+    users = [m["content"] for m in server.requests[3]["messages"] if m["role"] == "user"]
+    assert users == ["write a.txt saying hi", "take your time", "try again"]
+
+    term.send("/quit")
+    assert term.exit_status() == 0
+    assert server.unexpected == 0
+
+
+def test_ctrl_c_twice_during_a_turn_leaves_with_130(chat, scripted):
+    server = scripted([{"text": "Working on something big", "stall_after": 8}])
+    term = chat(server)
+    term.prompt()
+    term.send("big task")
+    term.wait_for("Working ")
+    term.child.sendintr()
+    term.wait_for("interrupting")
+    term.child.sendintr()
+    assert term.exit_status() == 130
+
+
+def test_ctrl_d_at_the_empty_prompt_leaves_and_history_is_kept(chat, scripted, workspace):
+    server = scripted([{"text": "ok"}])
+    term = chat(server)
+    term.prompt()
+    term.send("remember this line")
+    term.wait_for("ok")
+    term.prompt()
+    term.child.sendeof()
+    assert term.exit_status() == 0
+    assert "remember this line" in (workspace / ".agent" / "history").read_text()
+
+
+def test_unknown_slash_command_is_one_line_and_the_chat_goes_on(chat, scripted):
+    server = scripted([])
+    term = chat(server)
+    term.prompt()
+    term.send("/sesions")
+    term.wait_for("unknown command /sesions (did you mean /sessions?); /help lists them")
+    term.prompt()
+    term.send("/quit")
+    assert term.exit_status() == 0
