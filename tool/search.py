@@ -361,15 +361,21 @@ def _search_rg(binary: str, root: Path, real: Path, pattern: str, ignore_case: b
         # start ripgrep in the folder we opened without following links, not in a path that
         # could be swapped before it starts (Linux: the child's /proc/self/fd names our descriptor)
         cwd = f"/proc/self/fd/{fd}" if os.path.isdir(f"/proc/self/fd/{fd}") else str(real if is_dir else real.parent)
-        proc = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True, pass_fds=(fd,))
+        try:
+            proc = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True, pass_fds=(fd,))
+        except OSError:
+            return None  # not executable after all, or gone: the Python backend answers
     # a search that runs long is ended by killing ripgrep; what it found so far is kept
     timer = threading.Timer(time_limit_s, _kill_group, (proc,))
     timer.start()
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:
-            event = json.loads(raw)
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                break  # a line cut short when the time limit killed ripgrep
             if event.get("type") != "match":
                 continue
             data = event["data"]

@@ -521,3 +521,12 @@ def test_search_files_refuses_a_pipe_as_the_path(ft, ws):
     os.mkfifo(ws / "pipe")
     with pytest.raises(ToolError, match="'pipe' is not a regular file"):
         ft.search_files("x", path="pipe")
+
+
+def test_a_ripgrep_that_cannot_run_leaves_the_search_to_python(ws, tmp_path):
+    broken = tmp_path / "rg"
+    broken.write_text("not a program")
+    broken.chmod(0o644)
+    found = search(ws, "slugify", rg=str(broken))
+    assert found.backend == "python"
+    assert [(m.path, m.line) for m in found.matches] == [("src/app.py", 1), ("src/app.py", 5)]
