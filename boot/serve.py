@@ -171,7 +171,7 @@ class _LineProgress:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before the model loads so a busy port fails at once."""
+    """The server's socket, bound before the model loads so a busy port fails at once."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -184,8 +184,7 @@ def _bind(host: str, port: int) -> socket.socket:
                              hint=f"stop the other server, or pick another port with --port / {env_name('port')}") from None
         raise FatalError(f"cannot listen on {host}:{port}: {exc.strerror}",
                          hint=f"check --host / {env_name('host')}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    # not listening yet: until the model is loaded, clients get "connection refused" rather than a hang
     return sock
 
 
@@ -262,6 +261,8 @@ def _serve_on(settings: Settings, sock: socket.socket) -> int:
         print("\n".join(plan.lines()), flush=True)
         print(banner(resolved, engine.describe(), plan, settings.host, sock.getsockname()[1],
                      settings.api_key is not None), flush=True)
+        if resolved.warning:  # again, below the banner, where it is seen
+            print(f"!!! {resolved.warning}", file=sys.stderr, flush=True)
         server = _ReadyServer(uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
                                              timeout_graceful_shutdown=5))
         previous = signal.signal(signal.SIGTERM, _interrupt)  # uvicorn re-raises it after its graceful stop

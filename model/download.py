@@ -161,16 +161,30 @@ def _locked(dest: Path) -> Iterator[None]:
         try:
             yield
         finally:
+            lock_path.unlink(missing_ok=True)  # while still holding it: nobody else owns this file
             fcntl.flock(fh, fcntl.LOCK_UN)
-    lock_path.unlink(missing_ok=True)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
+class _RunningHash:
+    """sha256 of the ``.part`` file, kept up to date while bytes arrive (no second read at the end)."""
+
+    def __init__(self) -> None:
+        self.h, self.count = hashlib.sha256(), 0
+
+    def sync(self, part: Path) -> None:
+        """Re-hash the file when it is not what was hashed (resumed from an earlier run, restarted)."""
+        size = part.stat().st_size if part.exists() else 0
+        if size == self.count:
+            return
+        self.h, self.count = hashlib.sha256(), 0
+        if size:
+            with part.open("rb") as fh:
+                while block := fh.read(CHUNK):
+                    self.update(block)
+
+    def update(self, data: bytes) -> None:
+        self.h.update(data)
+        self.count += len(data)
 
 
 def download(client: httpx.Client, endpoint: str, repo: str, remote: RemoteFile, dest: Path, *,
@@ -188,6 +202,7 @@ def download(client: httpx.Client, endpoint: str, repo: str, remote: RemoteFile,
         progress.start(dest.name, remote.size, have if remote.size is None or have <= remote.size else 0)
         try:
             last_error: str | None = None
+            running = _RunningHash()
             for attempt in range(attempts):
                 have = part.stat().st_size if part.exists() else 0
                 if remote.size is not None and have > remote.size:  # not the file we were fetching
@@ -195,8 +210,10 @@ def download(client: httpx.Client, endpoint: str, repo: str, remote: RemoteFile,
                     have = 0
                 if remote.size is not None and have == remote.size:
                     break
+                if remote.sha256 is not None:
+                    running.sync(part)
                 try:
-                    ended_cleanly = _fetch_into(client, url, part, have, progress)
+                    ended_cleanly = _fetch_into(client, url, part, have, progress, running)
                 except httpx.ConnectError as exc:
                     if attempt == 0 and have == 0:
                         raise _unreachable(endpoint, exc) from None
@@ -219,7 +236,8 @@ def download(client: httpx.Client, endpoint: str, repo: str, remote: RemoteFile,
                 f"download of {remote.path} stopped at {got:,} of {remote.size:,} bytes ({last_error})",
                 hint="run again to resume; the partial file is kept as " + part.name)
         if remote.sha256 is not None:
-            digest = _sha256(part)
+            running.sync(part)
+            digest = running.h.hexdigest()
             if digest != remote.sha256:
                 part.unlink()
                 raise DownloadFailed(f"{remote.path} arrived damaged (sha256 {digest[:12]}…, expected "
@@ -229,7 +247,8 @@ def download(client: httpx.Client, endpoint: str, repo: str, remote: RemoteFile,
     return dest
 
 
-def _fetch_into(client: httpx.Client, url: str, part: Path, have: int, progress: Progress) -> bool:
+def _fetch_into(client: httpx.Client, url: str, part: Path, have: int, progress: Progress,
+                running: _RunningHash) -> bool:
     """One GET from byte ``have``; True when the server finished its response."""
     headers = {"Range": f"bytes={have}-"} if have else {}
     with client.stream("GET", url, headers=headers, follow_redirects=True) as r:
@@ -247,10 +266,12 @@ def _fetch_into(client: httpx.Client, url: str, part: Path, have: int, progress:
                 return False
         else:  # 200: the server ignored Range, so the body is the whole file
             mode = "wb"
+            running.h, running.count = hashlib.sha256(), 0
             if have:
                 progress.advance(-have)
         with part.open(mode) as fh:
-            for chunk in r.iter_bytes(CHUNK):
+            for chunk in r.iter_bytes():  # as it arrives, so an interruption loses nothing received
                 fh.write(chunk)
+                running.update(chunk)
                 progress.advance(len(chunk))
     return True
