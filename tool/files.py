@@ -176,8 +176,9 @@ class FileTools:
                 if not out:  # one line longer than the whole budget: show its beginning
                     out.append(rendered[: self.max_read_chars])
                     last = number
+                    kept = self.max_read_chars - (len(rendered) - len(line))
                     long_line = (f"[line {number} is {len(line)} characters long; only its first "
-                                 f"{self.max_read_chars} are shown; search_files finds text inside it]")
+                                 f"{kept} are shown; search_files finds text inside it]")
                 break
             out.append(rendered)
             used += len(rendered) + 1

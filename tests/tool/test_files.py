@@ -217,7 +217,7 @@ def test_read_file_shows_the_start_of_a_line_longer_than_the_cap(ws):
     result = FileTools(ws, max_read_chars=50, rg=None).read_file("min.js")
     assert lines_of(result) == [
         "1| " + "x" * 47,
-        "[line 1 is 500 characters long; only its first 50 are shown; search_files finds text inside it]",
+        "[line 1 is 500 characters long; only its first 47 are shown; search_files finds text inside it]",
         "[lines 1-1 of 2 shown; to read on, call read_file with start_line=2]",
     ]
 
