@@ -165,6 +165,10 @@ def _locked(dest: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+class _Transient(Exception):
+    """A hub answer worth retrying (overloaded, rate-limited)."""
+
+
 class _RunningHash:
     """sha256 of the ``.part`` file, kept up to date while bytes arrive (no second read at the end)."""
 
@@ -218,7 +222,7 @@ def download(client: httpx.Client, endpoint: str, repo: str, remote: RemoteFile,
                     if attempt == 0 and have == 0:
                         raise _unreachable(endpoint, exc) from None
                     last_error = f"{type(exc).__name__}: {exc}"
-                except httpx.TransportError as exc:
+                except (httpx.TransportError, _Transient) as exc:
                     last_error = f"{type(exc).__name__}: {exc}"
                 else:
                     got = part.stat().st_size if part.exists() else 0
@@ -256,6 +260,8 @@ def _fetch_into(client: httpx.Client, url: str, part: Path, have: int, progress:
             return True
         if r.status_code == 404:
             raise NotOnHub(f"{url} is not on the hub")
+        if r.status_code == 429 or r.status_code >= 500:
+            raise _Transient(f"the hub answered HTTP {r.status_code}")
         if r.status_code >= 400:
             raise DownloadFailed(f"the hub answered HTTP {r.status_code} for {url}")
         mode = "ab"

@@ -27,6 +27,7 @@ class FakeHub:
     cut_times: int = 0  # …on this many GETs (then serve normally); -1: every GET
     ignore_range: bool = False  # answer 200 with the whole file even when a Range is asked
     wrong_sha: bool = False  # advertise a sha256 that does not match
+    busy_times: int = 0  # answer this many GETs of a file with 503 first
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
     url: str = ""
 
@@ -101,6 +102,12 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if len(content) >= LFS_THRESHOLD and not cdn:
                 repo = path.split("/resolve/")[0].lstrip("/")
                 self._send(302, {"Location": f"/cdn/{repo}/{name}", "Content-Length": "0"})
+                return
+            with lock:
+                busy = hub.busy_times > 0
+                hub.busy_times -= 1 if busy else 0
+            if busy:
+                self._send(503, {"Content-Length": "0", "Retry-After": "0"})
                 return
             start = 0
             rng = self.headers.get("Range")

@@ -179,3 +179,29 @@ def test_hf_profile_download_fills_a_folder_only_when_complete(fake_hub, tmp_pat
     folder = download_profile(profile, tmp_path, endpoint=fake_hub.url, backoff_s=0)
     assert folder == tmp_path / "Qwen2.5-Coder-0.5B-Instruct"
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_a_busy_hub_is_retried(fake_hub, tmp_path):
+    fake_hub.add(REPO, NAME, BLOB)
+    fake_hub.busy_times = 2
+    assert _fetch(fake_hub, tmp_path / NAME).read_bytes() == BLOB
+    assert len(fake_hub.gets(f"/cdn/{REPO}/{NAME}")) == 3
+
+
+def test_a_hub_that_stays_busy_fails_with_the_status(fake_hub, tmp_path):
+    fake_hub.add(REPO, NAME, BLOB)
+    fake_hub.busy_times = 10
+    with pytest.raises(DownloadFailed, match="HTTP 503"):
+        _fetch(fake_hub, tmp_path / NAME, attempts=2)
+    assert not (tmp_path / NAME).exists()
+
+
+def test_a_second_downloader_of_the_same_file_is_refused_while_the_first_holds_it(fake_hub, tmp_path):
+    import fcntl
+
+    fake_hub.add(REPO, NAME, BLOB)
+    with (tmp_path / f"{NAME}.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DownloadFailed, match="another process is downloading"):
+            _fetch(fake_hub, tmp_path / NAME)
+    assert not (tmp_path / NAME).exists()
