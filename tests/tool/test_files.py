@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import json
 import os
 import shutil
 import stat
@@ -530,3 +531,17 @@ def test_a_ripgrep_that_cannot_run_leaves_the_search_to_python(ws, tmp_path):
     found = search(ws, "slugify", rg=str(broken))
     assert found.backend == "python"
     assert [(m.path, m.line) for m in found.matches] == [("src/app.py", 1), ("src/app.py", 5)]
+
+
+def test_ripgrep_results_that_now_go_through_a_symlink_out_are_dropped(ws, outside, tmp_path):
+    # ripgrep walks by names: a folder swapped for a link mid-search could be read through. A
+    # stand-in ripgrep reports such a hit (as the real one would after that race) beside a real one.
+    (ws / "out").symlink_to(outside, target_is_directory=True)
+    hits = [{"type": "match", "data": {"path": {"text": path}, "lines": {"text": text}, "line_number": 1,
+                                       "submatches": []}}
+            for path, text in (("./out/secret.txt", "slugify secret\n"), ("./src/app.py", "def slugify(text):\n"))]
+    fake = tmp_path / "rg"
+    fake.write_text("#!/bin/sh\ncat <<'END'\n" + "\n".join(json.dumps(h) for h in hits) + "\nEND\n")
+    fake.chmod(0o755)
+    found = search(ws, "slugify", rg=str(fake))
+    assert [(m.path, m.line, m.text) for m in found.matches] == [("src/app.py", 1, "def slugify(text):")]
