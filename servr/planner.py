@@ -253,17 +253,24 @@ def _with_suggestion(plan: MemoryPlan, layout: WeightsLayout, c: _Costs, *, back
     hints: list[str] = []
     if ctx and fit_ctx >= MIN_CTX and not forced:
         hints.append(f"lower AGENT_CTX/--ctx to {fit_ctx:,} (the largest that fits)")
-    if profile is not None:
-        candidates = smaller_alternatives(profile)
+    if backend == "transformers":  # the same backend, a smaller model (GGUF files would be dequantized)
+        candidates = sorted((p for p in PROFILES if p.format == "hf" and p.arch.n_params < layout.arch.n_params),
+                            key=lambda p: -p.arch.n_params)
+        how = " --backend transformers"
+    elif profile is not None:
+        candidates, how = smaller_alternatives(profile), ""
     else:
         candidates = sorted((p for p in PROFILES if p.format == "gguf" and p.size_bytes < layout.total_bytes),
                             key=lambda p: -p.size_bytes)
+        how = ""
     for alt in candidates:
-        alt_plan = plan_memory(layout_from_profile(alt), backend="llamacpp", vram_gb=vram_gb, ctx=ctx,
+        # the budget actually planned for (a busy GPU's free memory, when less than AGENT_VRAM_GB)
+        alt_plan = plan_memory(layout_from_profile(alt), backend=backend, vram_gb=budget / GiB, ctx=ctx,
                                kv_cache_type=kv_cache_type, gpu=None, suggest=False)
         if alt_plan.fits:
-            hints.append(f"use {alt.id} ({alt.size_bytes / 1e9:.2f} GB), which fits with {alt_plan.n_ctx:,} tokens "
-                         f"of context: bash runsv.sh --profile {alt.id}")
+            four = " in 4-bit" if alt_plan.load_in_4bit else ""
+            hints.append(f"use {alt.id} ({alt.size_bytes / 1e9:.2f} GB), which fits{four} with {alt_plan.n_ctx:,} "
+                         f"tokens of context: bash runsv.sh --profile {alt.id}{how}")
             break
     if backend == "llamacpp" and not forced:
         per_layer = max(c.per_layer) if c.per_layer else 0

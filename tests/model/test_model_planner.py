@@ -134,3 +134,18 @@ def test_bad_arguments_are_refused():
         plan(Q4, backend="vllm")
     with pytest.raises(ValueError):
         plan(Q4, kv_cache_type="q4_0")
+
+
+def test_transformers_suggests_a_smaller_hugging_face_model_for_its_own_backend():
+    result = plan("qwen2.5-coder-7b-instruct", vram_gb=4, backend="transformers")
+    assert result.fits is False
+    assert result.suggestion.startswith("use qwen2.5-coder-3b-instruct (6.18 GB), which fits in 4-bit with ")
+    assert result.suggestion.endswith("bash runsv.sh --profile qwen2.5-coder-3b-instruct --backend transformers")
+
+
+def test_suggestions_are_planned_for_the_free_memory_of_a_busy_gpu():
+    busy = GpuInfo("busy GPU", 8 * GiB, int(5.5 * GiB))
+    result = plan(Q8, vram_gb=8, gpu=busy)
+    assert result.fits is False
+    # q6_k (6.25 GB) would fit 8 GiB but not 5.5 GiB free; q4_k_m (4.68 GB) does
+    assert "--profile qwen2.5-coder-7b-instruct-q4_k_m" in result.suggestion
