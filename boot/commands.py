@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from boot.chat import Chat
 
 
+#: the first words ``/memory`` hands to the memory commands as they are; anything else is a search
+MEMORY_SUBCOMMANDS = ("add", "search", "list", "forget", "export", "import", "reindex", "check")
+
+
 class Quit(Exception):
     """Leave the chat (exit code 0)."""
 
@@ -45,7 +49,8 @@ def builtin_commands() -> list[SlashCommand]:
                      complete=_model_ids),
         SlashCommand("clear", "start a new session (the old one stays, /resume brings it back)", _clear),
         SlashCommand("cost", "tokens used in this chat and this session", _cost),
-        SlashCommand("memory", "search or list what the agent remembers (see /memory --help)", _memory, "[ARGS]"),
+        SlashCommand("memory", "what the agent remembers: /memory WORDS searches, /memory list, /memory --help",
+                     _memory, "[ARGS]", complete=lambda chat: list(MEMORY_SUBCOMMANDS)),
         SlashCommand("quit", "leave (Ctrl-D at the empty prompt does too)", _quit, aliases=("exit",)),
     ]
 
@@ -148,6 +153,10 @@ def _memory(chat: "Chat", arg: str) -> None:
     except ValueError as exc:
         chat.console.print(f"error: {exc} (quote arguments with spaces)", style="red")
         return
+    if not argv:
+        argv = ["list"]
+    elif argv[0] not in MEMORY_SUBCOMMANDS and not argv[0].startswith("-"):
+        argv = ["search", arg.strip()]
     try:
         memory_main(argv, chat.settings)
     except SystemExit:  # its argparse printed the usage or the error already

@@ -43,7 +43,8 @@ def call_brief(call: ToolCall) -> str:
 
 def _value_brief(value: Any) -> str:
     if isinstance(value, str):
-        return repr(short(value, ARG_CHARS))
+        # repr keeps a newline visible as \n; the cut happens before quoting so the quotes stay
+        return repr(value if len(value) <= ARG_CHARS else value[:ARG_CHARS - 1] + "…")
     return short(json.dumps(value, ensure_ascii=False, default=str), ARG_CHARS)
 
 

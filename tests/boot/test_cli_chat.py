@@ -163,3 +163,45 @@ def test_unknown_slash_command_is_one_line_and_the_chat_goes_on(chat, scripted):
     term.prompt()
     term.send("/quit")
     assert term.exit_status() == 0
+
+
+def test_resume_shows_where_the_session_left_off_and_clear_and_resume_switch_sessions(chat, cli, scripted):
+    server = scripted([{"text": "The capital is Paris."}, {"text": "Fresh start."}, {"text": "Still Paris."}])
+    first = cli("-p", "capital of France?", "--output-format", "json", server=server).json()["session_id"]
+
+    term = chat(server, "--resume")
+    term.wait_for(f"Resumed session {first}: capital of France?")
+    term.wait_for("capital of France?")
+    term.wait_for("The capital is Paris.")
+    term.prompt()
+
+    term.send("/clear")
+    term.wait_for("New session")
+    term.prompt()
+    term.send("something else")
+    term.wait_for("Fresh start.")
+    term.prompt()
+    assert [m["role"] for m in server.requests[1]["messages"]] == ["system", "user"]
+
+    term.send(f"/resume {first[:5]}")
+    term.wait_for(f"Resumed session {first}")
+    term.prompt()
+    term.send("and again?")
+    term.wait_for("Still Paris.")
+    term.prompt()
+    users = [m["content"] for m in server.requests[2]["messages"] if m["role"] == "user"]
+    assert users == ["capital of France?", "and again?"]
+
+    term.send("/model")
+    term.wait_for("model scripted-model (at " + server.base_url + ")")
+    term.wait_for("context window 8.2k tokens")
+    term.prompt()
+    term.send("/cost")
+    term.wait_for("this chat: ")
+    term.wait_for("over 2 turn(s), 0 tool call(s)")
+    term.prompt()
+    term.send("/memory list")
+    term.wait_for("memories yet")  # the memory commands answered inside the chat
+    term.prompt()
+    term.send("/quit")
+    assert term.exit_status() == 0

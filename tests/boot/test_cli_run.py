@@ -195,3 +195,32 @@ def test_memory_subcommand_reaches_the_memory_commands(cli):
     done = cli("memory", "--help")
     assert done.rc == 0, done.err
     assert "memory" in done.out
+
+
+def test_sandbox_off_warns_on_every_start_even_when_quiet(cli, scripted):
+    server = scripted([{"text": "a"}, {"text": "b"}])
+    for flags in ((), ("--quiet",)):
+        done = cli("-p", "x", "--sandbox", "off", *flags, server=server)
+        assert done.rc == 0, done.err
+        assert done.err.splitlines()[0].startswith("WARNING: the sandbox is OFF (AGENT_SANDBOX=off)")
+
+
+def test_gemini_runs_the_same_agent_on_the_gemini_api_only_when_asked(cli, file_tools, workspace):
+    gemini = pytest.importorskip("gate.scripted_gemini")
+    replies = [{"function_calls": [{"name": "write_file", "args": {"path": "g.txt", "content": "from gemini"}}]},
+               {"text": "Wrote g.txt."}]
+    with gemini.ScriptedGemini(replies) as server:
+        done = cli("-p", "write g.txt", "--gemini", "--gemini-base-url", server.base_url,
+                   "--gemini-api-key", "test-key", "--model-url", "http://127.0.0.1:9/v1", "--output-format", "json")
+    assert done.rc == 0, done.err
+    assert (done.json()["status"], done.json()["answer"]) == ("done", "Wrote g.txt.")
+    assert (workspace / "g.txt").read_text() == "from gemini"
+    assert server.unexpected == 0
+
+
+def test_gemini_without_a_key_is_one_line(cli):
+    done = cli("-p", "x", "--gemini")
+    assert done.rc == 2
+    assert done.err.strip().splitlines() == [
+        "error: GEMINI_API_KEY is not set; Gemini needs an API key (make one at https://aistudio.google.com/apikey "
+        "and put GEMINI_API_KEY=… in .env)"]

@@ -1,0 +1,114 @@
+"""The CLI's parts in-process: flags from settings, exit codes, the spinner, slash-command completion."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from boot.cli import build_parser, setting_overrides
+from boot.screen import PlainScreen, call_brief, end_line, result_brief, tokens
+from boot.settings import Settings, load_settings
+from boot.turns import STATUS_EXIT, exit_code
+from core.messages import ToolCall
+from core.tools import ToolResult
+from flow.events import RUN_STATUSES, RunResult
+
+
+def test_every_setting_has_a_flag_and_booleans_can_be_turned_off():
+    parser = build_parser()
+    flags = {opt for action in parser._actions for opt in action.option_strings}
+    for name, info in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        assert flag in flags, name
+        if info.annotation is bool:
+            assert "--no-" + flag[2:] in flags, name
+
+
+def test_flags_become_overrides_and_flags_left_out_do_not():
+    args = build_parser().parse_args(["--max-steps", "7", "--no-enable-shell", "--offline", "--workspace", "w"])
+    assert setting_overrides(args) == {"max_steps": "7", "enable_shell": False, "enable_fetch": False,
+                                       "workspace": "w"}
+    settings = load_settings(**setting_overrides(args))
+    assert (settings.max_steps, settings.enable_shell, settings.enable_fetch) == (7, False, False)
+
+
+def test_every_run_status_has_its_documented_exit_code():
+    assert set(STATUS_EXIT) == set(RUN_STATUSES)
+    assert [exit_code(s) for s in RUN_STATUSES] == [0, 1, 130, 1, 1, 1]
+
+
+def test_short_forms_of_calls_and_results_fit_on_one_line():
+    call = ToolCall("write_file", {"path": "a.py", "content": "x = 1\n" * 100})
+    assert call_brief(call) == r"write_file(path='a.py', content='x = 1\nx = 1\nx = 1\nx = 1\nx = 1\nx = 1\nx =…')"
+    assert result_brief(ToolResult("line one\nline two\nline three")) == "line one (+2 lines)"
+    assert result_brief(ToolResult("anything", summary="wrote 3 lines")) == "wrote 3 lines"
+    assert result_brief(ToolResult("   ")) == "(no output)"
+    assert [tokens(n) for n in (999, 1234, 8192, 32768, 2_500_000)] == ["999", "1.2k", "8.2k", "33k", "2.5M"]
+
+
+def test_end_line_says_why_a_run_stopped_without_repeating_itself():
+    assert end_line(RunResult("done", "ok", "s")) == ""
+    assert end_line(RunResult("interrupted", "", "s", reason="interrupted while the model was answering")) == \
+        "interrupted while the model was answering"
+    assert end_line(RunResult("budget_exceeded", "", "s", reason="step budget spent: 3 model calls")) == \
+        "stopped: budget spent: step budget spent: 3 model calls"
+
+
+def test_the_spinner_shows_what_runs_on_a_terminal_and_is_gone_when_text_arrives():
+    out, err = io.StringIO(), io.StringIO()
+    screen = PlainScreen(out, err, spinner=True, interval_s=0.01)
+    screen.thinking(2)
+    deadline = time.monotonic() + 5
+    while "thinking (step 2)" not in err.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "thinking (step 2) 0." in err.getvalue()
+    screen.text("Hello")
+    shown = len(err.getvalue())
+    assert err.getvalue().endswith("\r\x1b[2K")  # the spinner's line was wiped before the text
+    screen.assistant_done("Hello", ())
+    time.sleep(0.05)
+    assert len(err.getvalue()) == shown  # no spinner while nothing is pending
+    screen.close()
+    assert out.getvalue() == "Hello\n"
+
+
+def test_without_a_terminal_there_is_no_spinner_only_tool_lines():
+    out, err = io.StringIO(), io.StringIO()
+    screen = PlainScreen(out, err, spinner=False)
+    call = ToolCall("list_files", {"path": "."})
+    screen.thinking(1)
+    screen.tool_start(call)
+    screen.tool_end(call, ToolResult("a.py\nb.py", summary="2 files"), 0.25)
+    screen.finish(RunResult("done", "Two files.", "s"), answer=False)
+    assert err.getvalue() == "→ list_files(path='.')\n  ✓ 2 files (0.2s)\n"
+    assert out.getvalue() == ""
+
+
+def test_the_chat_completes_slash_commands_and_their_arguments(tmp_path):
+    pytest.importorskip("prompt_toolkit")
+    from prompt_toolkit.document import Document
+
+    from boot.chat import SlashCompleter
+    from boot.commands import builtin_commands
+
+    class Table:  # only the command table: the completer needs nothing else of a chat
+        def __init__(self) -> None:
+            self.table = {c.name: c for c in builtin_commands()}
+
+        def commands(self):
+            return list(self.table.values())
+
+        def command(self, name):
+            return self.table.get(name)
+
+    completer = SlashCompleter(Table())  # type: ignore[arg-type]
+
+    def complete(text: str) -> list[str]:
+        return [c.text for c in completer.get_completions(Document(text), None)]
+
+    assert complete("/s") == ["/sessions"]
+    assert complete("/") == ["/help", "/sessions", "/resume", "/model", "/clear", "/cost", "/memory", "/quit"]
+    assert complete("/memory l") == ["list"]
+    assert complete("write a test") == []
