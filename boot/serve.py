@@ -3,7 +3,8 @@
 Resolves the model (``model/``), plans its memory (``servr/planner.py``), loads the engine, prints
 one block saying what is served and where, then serves with uvicorn. ``--plan`` stops after the
 plan. Expected failures print one line and exit non-zero: 1 when the model does not fit the GPU,
-2 for a bad setting, a missing model or a busy port, 130 on Ctrl-C.
+2 for a bad setting, a missing model, a failed download or a busy port. Ctrl-C or SIGTERM while
+serving stops gracefully and exits 0; Ctrl-C before (during a download or the load) exits 130.
 """
 
 from __future__ import annotations
@@ -196,7 +197,9 @@ def banner(resolved: ResolvedModel, info: dict[str, Any], plan: MemoryPlan, host
         shown_host = f"[{shown_host}]"
     url = f"http://{shown_host}:{port}/v1"
     gpu = info.get("n_gpu_layers")
-    where = "CPU only" if plan.device == "cpu" or gpu == 0 else f"{'all' if gpu == -1 else gpu} layers on the GPU"
+    no_offload = info.get("gpu_offload") is False  # a llama.cpp built without CUDA ignores n_gpu_layers
+    where = ("CPU only" if plan.device == "cpu" or gpu == 0 or no_offload
+             else f"{'all' if gpu == -1 else gpu} layers on the GPU")
     source = {"flag": "--model / AGENT_MODEL_PATH", "weights": "found in model/weights/",
               "download": "downloaded from the hub", "demo": "bundled demo model"}[resolved.source]
     lines = [
@@ -212,6 +215,9 @@ def banner(resolved: ResolvedModel, info: dict[str, Any], plan: MemoryPlan, host
         f"            openai.OpenAI(base_url=\"{url}\", api_key=\"{'<your key>' if api_key else 'none'}\")",
         "─" * 72,
     ]
+    if plan.device == "cuda" and no_offload:
+        lines.insert(-1, " WARNING    a GPU is present but this llama-cpp-python was built without GPU support: "
+                         "reinstall it with CMAKE_ARGS=-DGGML_CUDA=on (boot/install.sh does when nvcc is found)")
     return "\n".join(lines)
 
 

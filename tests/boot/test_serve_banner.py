@@ -48,3 +48,11 @@ def test_line_progress_prints_a_line_per_tenth(capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "downloading model.gguf (0.00 GB, resuming at 0.00 GB)"
     assert err[1:] == [f"  model.gguf: {t}%" for t in range(20, 101, 10)]
+
+
+def test_banner_warns_when_a_gpu_is_present_but_llama_cpp_cannot_use_it():
+    p = default_profile()
+    plan = plan_memory(layout_from_profile(p), profile=p, gpu=GpuInfo("RTX 4060", 8 * GiB, 8 * GiB))
+    text = banner(ResolvedModel(Path("/w/q.gguf"), "flag", p), _info(gpu_offload=False), plan, "127.0.0.1", 8000,
+                  False)
+    assert "CPU only" in text and "built without GPU support" in text and "GGML_CUDA=on" in text
