@@ -12,7 +12,7 @@ import contextlib
 import hmac
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -80,13 +80,13 @@ def _model_card(model_id: str, created: int, owner: str = "local") -> dict[str, 
     return {"id": model_id, "object": "model", "created": created, "owned_by": owner}
 
 
-async def _run(request: Request, stream: GenerationStream, body: Any, streaming: bool) -> Response:
-    stream.submit()
+async def _run(request: Request, stream: GenerationStream, make_body: Callable[[], Any], streaming: bool) -> Response:
+    stream.submit()  # first: a full queue answers 503 before any body exists
     if streaming:
-        return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(make_body(), media_type="text/event-stream", headers=SSE_HEADERS)
     watcher = asyncio.create_task(watch_disconnect(request.receive, stream))
     try:
-        return JSONResponse(await body)
+        return JSONResponse(await make_body())
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -114,8 +114,8 @@ def _v1_routes() -> APIRouter:
         model = s.check_model(req.model)
         plan = await asyncio.to_thread(chat.plan_chat, req, s.engine, s.renderer)
         stream = GenerationStream(s.scheduler, s.engine, plan.prompt, plan.params, plan.stops, s.metrics)
-        body = chat.stream_chunks(stream, plan, model) if req.stream else chat.complete(stream, plan, model)
-        return await _run(request, stream, body, req.stream)
+        make = chat.stream_chunks if req.stream else chat.complete
+        return await _run(request, stream, lambda: make(stream, plan, model), req.stream)
 
     @router.post("/completions")
     async def text_completions(req: CompletionRequest, request: Request) -> Response:
@@ -123,8 +123,8 @@ def _v1_routes() -> APIRouter:
         model = s.check_model(req.model)
         plan = await asyncio.to_thread(completions.plan_completion, req, s.engine)
         stream = GenerationStream(s.scheduler, s.engine, plan.prompt, plan.params, plan.stops, s.metrics)
-        body = completions.stream_chunks(stream, plan, model) if req.stream else completions.complete(stream, plan, model)
-        return await _run(request, stream, body, req.stream)
+        make = completions.stream_chunks if req.stream else completions.complete
+        return await _run(request, stream, lambda: make(stream, plan, model), req.stream)
 
     @router.post("/embeddings")
     async def embeddings(req: EmbeddingRequest, request: Request) -> dict[str, Any]:

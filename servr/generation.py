@@ -75,6 +75,11 @@ class StopMatcher:
         return held
 
 
+def _internal(exc: Exception) -> Failed:
+    return Failed(APIError(500, f"generation failed ({type(exc).__name__}: {exc}); retrying will not help",
+                           type="server_error", code="internal_error", headers={"x-should-retry": "false"}))
+
+
 def run_generation(engine: Engine, prompt: list[int], params: SamplingParams, stops: list[str],
                    cancel: threading.Event, emit: Callable[[Event], None]) -> None:
     """Worker side: generate and post events; every outcome ends with exactly one Finished or Failed."""
@@ -82,6 +87,10 @@ def run_generation(engine: Engine, prompt: list[int], params: SamplingParams, st
         gen = engine.generate(prompt, params, cancel)
     except ValueError as exc:
         emit(Failed(APIError(400, str(exc))))
+        return
+    except Exception as exc:  # a failure inside the engine: report it, keep serving
+        log.exception("generation failed to start")
+        emit(_internal(exc))
         return
     matcher = StopMatcher(stops)
     finish = None
@@ -93,10 +102,9 @@ def run_generation(engine: Engine, prompt: list[int], params: SamplingParams, st
             if stopped:
                 finish = "stop"
                 break
-    except Exception as exc:  # a failure inside the engine: report it, keep serving
+    except Exception as exc:
         log.exception("generation failed")
-        emit(Failed(APIError(500, f"generation failed ({type(exc).__name__}: {exc}); retrying will not help",
-                             type="server_error", code="internal_error", headers={"x-should-retry": "false"})))
+        emit(_internal(exc))
         return
     finally:
         gen.steps.close()  # type: ignore[attr-defined]
