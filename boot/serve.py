@@ -206,7 +206,8 @@ def banner(resolved: ResolvedModel, info: dict[str, Any], plan: MemoryPlan, host
         "─" * 72,
         f" model      {info.get('model_path', resolved.path)}  ({source})",
         f" served as  {info.get('model_id')}",
-        f" backend    {info.get('backend')}   context {info.get('n_ctx'):,} tokens",
+        f" backend    {info.get('backend')}   context {info.get('n_ctx'):,} tokens   "
+        f"chat template from {info.get('chat_template')}",
         f" compute    {info.get('n_threads')} CPU threads, {where}",
         f" plan       {plan.total_bytes / (1 << 30):.2f} GiB of {plan.budget_bytes / (1 << 30):.2f} GiB budget"
         + (" (figures for a GPU; running on the CPU)" if plan.device == "cpu" else ""),

@@ -24,7 +24,7 @@ def test_banner_says_what_is_served_how_and_where_to_point_clients():
     text = banner(ResolvedModel(Path("/w/qwen.gguf"), "weights", p), _info(), plan, "127.0.0.1", 8000, False)
     assert "/w/qwen.gguf  (found in model/weights/)" in text
     assert "served as  qwen2.5-coder-7b-instruct-q4_k_m" in text
-    assert "backend    llamacpp   context 32,768 tokens" in text
+    assert "backend    llamacpp   context 32,768 tokens   chat template from gguf" in text
     assert "8 CPU threads, all layers on the GPU" in text
     assert "export AGENT_MODEL_URL=http://127.0.0.1:8000/v1" in text
     assert 'api_key="none"' in text
