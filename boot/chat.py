@@ -130,7 +130,11 @@ class Chat:
             listed = list(gateway.list_models())
         except FatalError:
             pass
+        old = self.agent.gateway
         self.agent.use_gateway(gateway)
+        close = getattr(old, "close", None)
+        if callable(close):
+            close()  # its connection pool; the new gateway has its own
         self.console.print(f"model is now {model}")
         if listed and model not in listed:
             self.console.print(f"note: the server lists {', '.join(listed)}; it may not know {model!r}",
