@@ -17,6 +17,7 @@ from core.errors import AgentError, FatalError
 
 if TYPE_CHECKING:
     from boot.settings import Settings
+    from store.embed import Embedder
     from store.memory import MemoryStore
 
 KINDS = ("fact", "lesson", "preference", "snippet")
@@ -140,8 +141,11 @@ def run(args: argparse.Namespace, store: "MemoryStore") -> int:
     return 0
 
 
-def main(argv: list[str], settings: "Settings") -> int:
-    """Run ``memory`` with ``argv`` (without the word ``memory``); returns the exit status."""
+def main(argv: list[str], settings: "Settings", *, embedder: "Embedder | None" = None) -> int:
+    """Run ``memory`` with ``argv`` (without the word ``memory``); returns the exit status.
+
+    ``embedder``: one already loaded (the chat's ``/memory``), instead of loading the model again.
+    """
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage or --help
@@ -150,7 +154,7 @@ def main(argv: list[str], settings: "Settings") -> int:
     from store.memory import MemoryStore, default_path
 
     try:
-        store = MemoryStore(args.db or default_path(settings.workspace_root), make_embedder(settings))
+        store = MemoryStore(args.db or default_path(settings.workspace_root), embedder or make_embedder(settings))
         with store:
             return run(args, store)
     except AgentError as exc:

@@ -51,6 +51,11 @@ RECALL_MIN_SIMILARITY = 0.35
 PROGRESS_FROM = 5000
 _TAG = re.compile(r"^[\w.+#:/-]{1,40}$")
 _WORD = re.compile(r"[^\W_]+")
+#: words left out of the keyword query: in a question they match nearly every memory and drown
+#: the words that matter in the rank fusion (a query made only of these keeps them)
+STOPWORDS = frozenset("""a an and are as at be by can could do does did for from how i if in into is it its
+me my of on or our should so that the their them then there these this to was we were what when where which
+who why will with would you your""".split())
 
 Action = Literal["added", "duplicate", "updated"]
 
@@ -185,7 +190,8 @@ def fts_query(text: str) -> str | None:
         words = _WORD.findall(piece)
         if words:
             phrases.append('"' + " ".join(words) + '"')
-    return " OR ".join(dict.fromkeys(phrases)) or None
+    content = [p for p in phrases if p.strip('"').lower() not in STOPWORDS]
+    return " OR ".join(dict.fromkeys(content or phrases)) or None
 
 
 def format_age(seconds: float) -> str:
@@ -392,7 +398,7 @@ class MemoryStore:
         ids = index.ids()
         self._index, self._index_gen, self._max_id = index, gen, int(ids.max()) if ids.size else 0
         self._dirty = True
-        self._save_index()
+        self._save_index(force=True)
         return IndexReport(vectors=len(index), rebuilt_because=reason, seconds=time.perf_counter() - start)
 
     def _embed_missing(self, everything: bool = False) -> int:
@@ -415,21 +421,28 @@ class MemoryStore:
                 advance(len(chunk))
         return len(todo)
 
-    def _save_index(self) -> None:
-        """Write the index file unless it is unchanged or another process saved a newer one."""
+    def _save_index(self, force: bool = False) -> None:
+        """Write the index file unless it is unchanged or another process saved a newer one.
+
+        ``force`` (after a rebuild): write even when the file's header claims to be newer, since
+        a damaged file can carry an intact header.
+        """
         if self._index is None or not self._dirty:
             return
-        try:
-            header = VectorIndex.load_header(self.index_path)
-            if header.get("store_id") == self.store_id and int(header.get("generation", -1)) >= self._index_gen \
-                    and header.get("model") == self.embedder.name:
-                self._dirty = False
-                return
-        except IndexUnreadable:
-            pass
+        if not force and self._newer_file_on_disk():
+            self._dirty = False
+            return
         self._index.save(self.index_path, {"store_id": self.store_id, "generation": self._index_gen,
                                            "model": self.embedder.name})
         self._dirty = False
+
+    def _newer_file_on_disk(self) -> bool:
+        try:
+            header = VectorIndex.load_header(self.index_path)
+        except IndexUnreadable:
+            return False
+        return (header.get("store_id") == self.store_id and header.get("model") == self.embedder.name
+                and int(header.get("generation", -1)) >= self._index_gen)
 
     @contextmanager
     def _progress(self, total: int, description: str) -> Iterator[Callable[[int], None]]:
@@ -635,7 +648,9 @@ class MemoryStore:
             for ranked in (words, vids.tolist()):
                 for rank, mid in enumerate(ranked):
                     fused[mid] = fused.get(mid, 0.0) + 1.0 / (RRF_K + rank + 1)
-            top = sorted(fused, key=lambda mid: (-fused[mid], mid))[:k]
+            # on a tie the exact words win: a matching identifier beats a neighbour in meaning
+            matched = set(words)
+            top = sorted(fused, key=lambda mid: (-fused[mid], mid not in matched, mid))[:k]
             if not top:
                 return []
             rows = {r["id"]: r for r in self._db.execute(
@@ -653,7 +668,7 @@ class MemoryStore:
                 sim = float(np.frombuffer(row["embedding"], dtype=np.float32) @ qv)
             else:
                 sim = 0.0
-            hits.append(Hit(_row_to_memory(row), round(fused[mid] / best, 4), round(sim, 4), mid in set(words)))
+            hits.append(Hit(_row_to_memory(row), round(fused[mid] / best, 4), round(sim, 4), mid in matched))
         return hits
 
     def recall(self, task: str, budget_tokens: int, count_tokens: Callable[[str], int] | None = None,
