@@ -229,8 +229,7 @@ def run_once(settings: Settings, args: argparse.Namespace, task: str) -> int:
     if as_json:
         if not args.quiet:
             screen.finish(result, answer=False)  # why it stopped, on stderr
-        sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
-        sys.stdout.flush()
+        screen.write_out(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
     else:
         screen.finish(result, answer=args.quiet)
     return exit_code(result.status)

@@ -11,7 +11,9 @@ of shared state is behind one lock.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import threading
 import time
 from typing import IO, Any, Mapping
@@ -143,8 +145,25 @@ class PlainScreen(AgentEvents):
         self._spin_shown = False
         self._line_open = False  # text written to out without its closing newline
         self._streamed = False  # this model call's text went to out already
+        self._out_closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def write_out(self, text: str) -> None:
+        """Write to ``out``; a reader that went away (``| head``) ends the writing, not the run."""
+        if self._out_closed:
+            return
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (BrokenPipeError, ValueError):
+            self._out_closed = True
+            try:  # so the interpreter's own flush at exit does not complain either
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())
+                os.close(devnull)
+            except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+                pass
 
     # spinner ------------------------------------------------------------------------------------
 
@@ -192,8 +211,7 @@ class PlainScreen(AgentEvents):
             self._state.clear()
             self._unspin()
             if self.stream:
-                self.out.write(delta)
-                self.out.flush()
+                self.write_out(delta)
                 self._line_open = not delta.endswith("\n")
                 self._streamed = True
 
@@ -203,12 +221,11 @@ class PlainScreen(AgentEvents):
             self._unspin()
             if self.stream and not self._streamed and text.strip():
                 # a gateway that did not stream: show the text now
-                self.out.write(text.strip())
+                self.write_out(text.strip())
                 self._line_open = True
             if self._line_open:
-                self.out.write("\n")
+                self.write_out("\n")
                 self._line_open = False
-            self.out.flush()
 
     def tool_start(self, call: ToolCall) -> None:
         with self._lock:
@@ -240,11 +257,10 @@ class PlainScreen(AgentEvents):
         self.close()
         with self._lock:
             if answer and result.answer:
-                self.out.write(result.answer.rstrip("\n") + "\n")
+                self.write_out(result.answer.rstrip("\n") + "\n")
             elif self._line_open:
-                self.out.write("\n")
+                self.write_out("\n")
             self._line_open = False
-            self.out.flush()
             if not result.ok:
                 self.err.write(end_line(result) + "\n")
                 self.err.flush()

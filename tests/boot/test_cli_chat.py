@@ -205,3 +205,13 @@ def test_resume_shows_where_the_session_left_off_and_clear_and_resume_switch_ses
     term.prompt()
     term.send("/quit")
     assert term.exit_status() == 0
+
+
+def test_the_chat_does_not_start_without_a_server_and_says_so_in_one_line(chat, make_env, cli_argv, tmp_path):
+    argv = cli_argv("--model-url", "http://127.0.0.1:9/v1")
+    term = Terminal(argv, make_env(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1"), str(tmp_path))
+    term.wait_for("error: no model server answers at http://127.0.0.1:9/v1 (start one with `bash runsv.sh`")
+    assert term.exit_status() == 2
+    assert [ln for ln in term.text.splitlines() if ln.strip()] == [
+        "error: no model server answers at http://127.0.0.1:9/v1 (start one with `bash runsv.sh`, or give "
+        "--model-url (AGENT_MODEL_URL) for another OpenAI-compatible engine)"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import signal
 import subprocess
@@ -224,3 +225,12 @@ def test_gemini_without_a_key_is_one_line(cli):
     assert done.err.strip().splitlines() == [
         "error: GEMINI_API_KEY is not set; Gemini needs an API key (make one at https://aistudio.google.com/apikey "
         "and put GEMINI_API_KEY=… in .env)"]
+
+
+def test_a_reader_that_stops_early_does_not_break_the_run(cli_argv, scripted, make_env, tmp_path):
+    server = scripted([{"text": "line\n" * 5000}], chunk_chars=50)
+    command = " ".join(shlex.quote(a) for a in cli_argv("-p", "print many lines", server=server))
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {command} | head -n 2"], capture_output=True,
+                          text=True, cwd=tmp_path, env=make_env(), timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, "line\nline\n")
+    assert "Error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
