@@ -71,7 +71,7 @@ class Chat:
     def dispatch(self, line: str) -> None:
         """Run ``/name args``; an unknown name is one line saying so."""
         name, _, arg = line[1:].partition(" ")
-        cmd = self.command(name)
+        cmd = self.command(name or "help")
         if cmd is None:
             close = difflib.get_close_matches(name, [c.name for c in self.commands()], n=2, cutoff=0.6)
             also = f" (did you mean {', '.join('/' + c for c in close)}?)" if close else ""
@@ -174,7 +174,7 @@ class Chat:
                              self.session_usage)
 
     def banner(self) -> None:
-        self.console.print(f"[bold]local-coder[/bold] · {self.model_name()} {self.provider_line()}")
+        self.console.print(Text("local-coder", style="bold") + Text(f" · {self.model_name()} {self.provider_line()}"))
         from boot.cli import sandbox_line
 
         sandbox = sandbox_line(self.settings)
@@ -197,7 +197,7 @@ class Chat:
             if not line:
                 continue
             try:
-                if line.startswith("/"):
+                if is_command(line):
                     self.dispatch(line)
                 else:
                     self.ask(line)
@@ -221,6 +221,16 @@ class Chat:
 
         return PromptSession(history=FileHistory(str(history)), completer=SlashCompleter(self),
                              complete_while_typing=True, key_bindings=keys)
+
+
+def is_command(line: str) -> bool:
+    """``/name …`` is a command; ``/usr/bin/python crashes`` is a task that starts with a path."""
+    if not line.startswith("/"):
+        return False
+    if not line[1:].strip():
+        return True  # a lone "/": /help is what was wanted
+    word = line[1:].split(maxsplit=1)[0]
+    return word == "?" or (word.replace("-", "").isalpha() and word.isascii())
 
 
 class SlashCompleter(Completer):
@@ -255,7 +265,8 @@ def run_chat(settings: Settings, *, gemini: bool = False, session: str | None = 
     """The interactive chat; returns the exit code (raises :class:`FatalError` when it cannot start)."""
     from boot.cli import find_session
 
-    console = Console(highlight=False)
+    # markup off: titles, answers, file names and errors are shown as written, brackets and all
+    console = Console(highlight=False, markup=False)
     chat = Chat(settings, console, gemini=gemini)
     try:
         chat.banner()

@@ -112,3 +112,10 @@ def test_the_chat_completes_slash_commands_and_their_arguments(tmp_path):
     assert complete("/") == ["/help", "/sessions", "/resume", "/model", "/clear", "/cost", "/memory", "/quit"]
     assert complete("/memory l") == ["list"]
     assert complete("write a test") == []
+
+
+def test_a_line_starting_with_a_path_is_a_task_not_a_command():
+    from boot.chat import is_command
+
+    assert [is_command(line) for line in ("/help", "/resume 3f2a", "/?", "/memory flaky test", "/")] == [True] * 5
+    assert [is_command(line) for line in ("/usr/bin/python crashes", "/tmp/x.py fails", "fix /help")] == [False] * 3
