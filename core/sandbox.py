@@ -14,7 +14,7 @@ Covered, when ``bwrap`` runs:
   exists: the person's home, the project folder (its ``.env``, its code), other users' files.
   The agent's Python (the venv and its base interpreter) is visible read-only so ``python``
   works. Inside the workspace, ``.agent/`` (session and memory databases) and the project's
-  ``.env`` are covered by empty mounts. Root-only files in ``/etc`` (``shadow``…) are blanked.
+  ``.env`` are covered by empty mounts. Root-only files in ``/etc`` (``shadow``, ``ssl/private``…) are blanked.
 - Processes: new user, PID, IPC, UTS and cgroup namespaces; every capability dropped; a non-root
   uid; ``--die-with-parent``; ``--new-session`` (no typing into the person's terminal). When the
   command exits, PID 1 of the sandbox exits and the kernel kills whatever it left behind, so no
@@ -75,6 +75,7 @@ from core.paths import resolve_in_workspace
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 #: root-only system files blanked (an agent run as root would otherwise read them)
 SECRET_SYSTEM_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers")
+SECRET_SYSTEM_DIRS = ("/etc/ssl/private", "/etc/sudoers.d")
 SANDBOX_HOME = "/tmp/home"
 #: uid the command runs as inside the sandbox when the agent itself runs as root
 SANDBOX_UID = 1000
@@ -292,6 +293,9 @@ def _bwrap_argv(bwrap: str, policy: SandboxPolicy, cwd: Path, argv: Sequence[str
     for f in SECRET_SYSTEM_FILES:
         if os.path.isfile(f) and not os.path.islink(f):
             args += ["--ro-bind", "/dev/null", f]
+    for d in SECRET_SYSTEM_DIRS:
+        if os.path.isdir(d) and not os.path.islink(d):
+            args += ["--tmpfs", d, "--remount-ro", d]
     if policy.network and os.path.islink("/etc/resolv.conf"):
         target = os.path.dirname(os.path.realpath("/etc/resolv.conf"))
         if os.path.isdir(target):
