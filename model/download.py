@@ -21,7 +21,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -170,25 +172,52 @@ class _Transient(Exception):
 
 
 class _RunningHash:
-    """sha256 of the ``.part`` file, kept up to date while bytes arrive (no second read at the end)."""
+    """sha256 of the ``.part`` file, kept up to date while bytes arrive (no second read at the end).
+
+    Hashing runs on a worker thread (hashlib releases the GIL), so it overlaps with the network
+    instead of adding to it; the bounded queue keeps memory flat when the disk outruns the hash.
+    """
 
     def __init__(self) -> None:
+        self.h, self.count = hashlib.sha256(), 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=256)
+        self._worker = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._worker.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self.h.update(data)
+            self.count += len(data)
+            self._queue.task_done()
+        self._queue.task_done()
+
+    def update(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def reset(self) -> None:
+        self._queue.join()
         self.h, self.count = hashlib.sha256(), 0
 
     def sync(self, part: Path) -> None:
         """Re-hash the file when it is not what was hashed (resumed from an earlier run, restarted)."""
+        self._queue.join()
         size = part.stat().st_size if part.exists() else 0
         if size == self.count:
             return
-        self.h, self.count = hashlib.sha256(), 0
+        self.reset()
         if size:
             with part.open("rb") as fh:
                 while block := fh.read(CHUNK):
                     self.update(block)
+            self._queue.join()
 
-    def update(self, data: bytes) -> None:
-        self.h.update(data)
-        self.count += len(data)
+    def hexdigest(self) -> str:
+        self._queue.join()
+        return self.h.hexdigest()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join()
 
 
 def download(client: httpx.Client, endpoint: str, repo: str, remote: RemoteFile, dest: Path, *,
@@ -201,54 +230,70 @@ def download(client: httpx.Client, endpoint: str, repo: str, remote: RemoteFile,
         return dest
     part = dest.with_name(dest.name + ".part")
     url = resolve_url(endpoint, repo, remote.path, revision)
-    with _locked(dest):
-        have = part.stat().st_size if part.exists() else 0
-        progress.start(dest.name, remote.size, have if remote.size is None or have <= remote.size else 0)
-        try:
-            last_error: str | None = None
-            running = _RunningHash()
-            for attempt in range(attempts):
-                have = part.stat().st_size if part.exists() else 0
-                if remote.size is not None and have > remote.size:  # not the file we were fetching
-                    part.unlink()
-                    have = 0
-                if remote.size is not None and have == remote.size:
-                    break
-                if remote.sha256 is not None:
-                    running.sync(part)
-                try:
-                    ended_cleanly = _fetch_into(client, url, part, have, progress, running)
-                except httpx.ConnectError as exc:
-                    if attempt == 0 and have == 0:
-                        raise _unreachable(endpoint, exc) from None
-                    last_error = f"{type(exc).__name__}: {exc}"
-                except (httpx.TransportError, _Transient) as exc:
-                    last_error = f"{type(exc).__name__}: {exc}"
-                else:
-                    got = part.stat().st_size if part.exists() else 0
-                    if ended_cleanly and (remote.size is None or got == remote.size):
-                        break
-                    last_error = ("the server sent another byte range than asked" if not ended_cleanly
-                                  else f"the server ended the transfer early ({got:,} bytes)")
-                if attempt + 1 < attempts and backoff_s:
-                    time.sleep(min(backoff_s * 2 ** attempt, 30.0))
-        finally:
-            progress.finish()
-        got = part.stat().st_size if part.exists() else 0
-        if remote.size is not None and got != remote.size:
-            raise DownloadFailed(
-                f"download of {remote.path} stopped at {got:,} of {remote.size:,} bytes ({last_error})",
-                hint="run again to resume; the partial file is kept as " + part.name)
-        if remote.sha256 is not None:
-            running.sync(part)
-            digest = running.h.hexdigest()
-            if digest != remote.sha256:
-                part.unlink()
-                raise DownloadFailed(f"{remote.path} arrived damaged (sha256 {digest[:12]}…, expected "
-                                     f"{remote.sha256[:12]}…); the partial file was removed",
-                                     hint="run again to download it afresh")
-        os.replace(part, dest)
+    running = _RunningHash()
+    try:
+        with _locked(dest):
+            last_error = _transfer(client, endpoint, url, part, remote, progress, running, attempts, backoff_s)
+            _verify(part, remote, running, last_error)
+            os.replace(part, dest)
+    finally:
+        running.close()
     return dest
+
+
+def _transfer(client: httpx.Client, endpoint: str, url: str, part: Path, remote: RemoteFile, progress: Progress,
+              running: _RunningHash, attempts: int, backoff_s: float) -> str | None:
+    """Up to ``attempts`` GETs, each resuming where the last stopped; the last error, if any."""
+    have = part.stat().st_size if part.exists() else 0
+    progress.start(part.name.removesuffix(".part"), remote.size,
+                   have if remote.size is None or have <= remote.size else 0)
+    last_error: str | None = None
+    try:
+        for attempt in range(attempts):
+            have = part.stat().st_size if part.exists() else 0
+            if remote.size is not None and have > remote.size:  # not the file we were fetching
+                part.unlink()
+                have = 0
+            if remote.size is not None and have == remote.size:
+                break
+            if remote.sha256 is not None:
+                running.sync(part)
+            try:
+                ended_cleanly = _fetch_into(client, url, part, have, progress, running)
+            except httpx.ConnectError as exc:
+                if attempt == 0 and have == 0:
+                    raise _unreachable(endpoint, exc) from None
+                last_error = f"{type(exc).__name__}: {exc}"
+            except (httpx.TransportError, _Transient) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                got = part.stat().st_size if part.exists() else 0
+                if ended_cleanly and (remote.size is None or got == remote.size):
+                    break
+                last_error = ("the server sent another byte range than asked" if not ended_cleanly
+                              else f"the server ended the transfer early ({got:,} bytes)")
+            if attempt + 1 < attempts and backoff_s:
+                time.sleep(min(backoff_s * 2 ** attempt, 30.0))
+    finally:
+        progress.finish()
+    return last_error
+
+
+def _verify(part: Path, remote: RemoteFile, running: _RunningHash, last_error: str | None) -> None:
+    """Size, then sha256 when known; a short file stays for resuming, a damaged one is removed."""
+    got = part.stat().st_size if part.exists() else 0
+    if remote.size is not None and got != remote.size:
+        raise DownloadFailed(
+            f"download of {remote.path} stopped at {got:,} of {remote.size:,} bytes ({last_error})",
+            hint="run again to resume; the partial file is kept as " + part.name)
+    if remote.sha256 is not None:
+        running.sync(part)
+        digest = running.hexdigest()
+        if digest != remote.sha256:
+            part.unlink()
+            raise DownloadFailed(f"{remote.path} arrived damaged (sha256 {digest[:12]}…, expected "
+                                 f"{remote.sha256[:12]}…); the partial file was removed",
+                                 hint="run again to download it afresh")
 
 
 def _fetch_into(client: httpx.Client, url: str, part: Path, have: int, progress: Progress,
@@ -272,7 +317,7 @@ def _fetch_into(client: httpx.Client, url: str, part: Path, have: int, progress:
                 return False
         else:  # 200: the server ignored Range, so the body is the whole file
             mode = "wb"
-            running.h, running.count = hashlib.sha256(), 0
+            running.reset()
             if have:
                 progress.advance(-have)
         with part.open(mode) as fh:
