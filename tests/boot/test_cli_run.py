@@ -107,7 +107,7 @@ def test_a_server_that_does_not_answer_is_one_line_with_the_url_and_how_to_start
         "--model-url (AGENT_MODEL_URL) for another OpenAI-compatible engine)"]
 
 
-def test_the_chat_also_stops_with_one_line_when_no_server_answers(cli):
+def test_a_piped_task_also_stops_with_one_line_when_no_server_answers(cli):
     # stdin is not a terminal, so this would be a task; --model-url is checked first either way
     done = cli("--model-url", "http://127.0.0.1:9/v1", stdin="hello", timeout=30)
     assert done.rc == 2
