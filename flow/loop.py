@@ -65,6 +65,7 @@ class Finished:
     session_id: str
     tool_calls: tuple[ToolCallRecord, ...]  # every call of this run so far, in order
     cancel: threading.Event
+    started_at: float = 0.0  # wall-clock time (``time.time()``) the run started: names the run, dates its changes
 
 
 #: ``finished -> None`` accepts the answer; a string goes back to the model and the run goes on.
@@ -91,6 +92,7 @@ class _Run:
     format_errors: int = 0
     note: str = ""  # told to the model after this step's results
     failures: Counter[str] = field(default_factory=Counter)
+    started_at: float = field(default_factory=time.time)  # wall clock, for the verifier
 
 
 class Agent:
@@ -353,7 +355,7 @@ class Agent:
     def _verify(self, st: _Run, answer: str) -> str | None:
         if self.verifier is None:
             return None
-        return self.verifier(Finished(answer, st.task, st.session_id, tuple(st.records), st.cancel))
+        return self.verifier(Finished(answer, st.task, st.session_id, tuple(st.records), st.cancel, st.started_at))
 
     def _format_error(self, st: _Run, problem: str) -> None:
         st.format_errors += 1

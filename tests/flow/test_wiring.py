@@ -26,7 +26,7 @@ def test_each_build_returns_fresh_parts(workspace):
     one = build_agent(settings, gateway=ScriptedGateway([]), tools=[note_tool(workspace)])
     two = build_agent(settings, gateway=ScriptedGateway([]), tools=[note_tool(workspace)])
     assert one.registry is not two.registry and one.sessions is not two.sessions
-    assert [t.name for t in one.registry.tools()] == ["write_note"]
+    assert [t.name for t in one.registry.tools()] == ["write_note", "plan"]
     assert one.sessions.path == workspace.resolve() / ".agent" / "sessions.db"
     one.sessions.close()
     two.sessions.close()

@@ -1,0 +1,289 @@
+"""The judge: when the model says it is done and files changed, the workspace's checks must pass.
+
+The check command is ``AGENT_CHECK_COMMAND``, or ``python -m pytest -q -x`` when the workspace has a
+``tests/`` folder and the sandbox's Python can import pytest; with neither, the judge accepts
+silently. It runs in the sandbox (``core.sandbox``) with a timeout, stdout and stderr together, and
+stops at once when the person presses Ctrl-C. A failure (non-zero exit, timeout) goes back to the
+model with the output clipped to its head and tail, up to ``AGENT_JUDGE_ROUNDS`` times in one run;
+the next failure ends the run with status ``checks_failed`` and the output's last lines.
+
+"Files changed in this run" is read from the run's tool calls: a successful ``write_file`` or
+``edit_file`` is a change. Any other tool that may write (``shell``, ``pyexe``, a skill) makes the
+judge look for files in the workspace modified or created since the run started (mtime or ctime;
+caches and ``.git`` skipped), so a run that only read, listed or ran the tests is not judged.
+Deleting a file and nothing else goes unseen.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from core import sandbox
+from core.errors import Interrupted, RunEnded, SandboxError
+from flow.events import ToolCallRecord
+from flow.loop import Finished
+from tool.registry import clip_text
+
+#: tools whose successful call is a change to the workspace
+WRITE_TOOLS = frozenset({"write_file", "edit_file"})
+#: tools that never change files (anything else that ran makes the judge look at the workspace)
+READ_TOOLS = frozenset({"read_file", "list_files", "search_files", "plan", "memory", "fetch", "data_view"})
+#: folders of caches and tools, never the work itself
+SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".agent", "__pycache__", ".pytest_cache", ".mypy_cache",
+                       ".ruff_cache", ".tox", ".nox", ".venv", "venv", "node_modules", ".hypothesis", ".cache"})
+#: entries looked at before giving up and assuming something changed
+SCAN_LIMIT = 50_000
+#: file times come from a coarser clock than time.time(): a write just after the start may look earlier
+CLOCK_SLACK_S = 0.05
+PYTEST_COMMAND = "python -m pytest -q -x"
+PYTEST_NO_TESTS = 5  # pytest's exit code when it collected nothing
+#: a test suite may well run longer than one tool call
+MIN_TIMEOUT_S = 300.0
+OUTPUT_TOKENS = 1000
+TAIL_LINES = 20
+
+
+class ChecksFailed(RunEnded):
+    """The check command kept failing after every round the judge allows."""
+
+    status = "checks_failed"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One run of the check command."""
+
+    command: str
+    passed: bool
+    exit_code: int | None  # None: killed (timeout, Ctrl-C)
+    output: str  # stdout and stderr together, head and tail kept
+    duration_s: float
+    timed_out: bool = False
+    note: str = ""  # "no tests collected"
+
+    def line(self) -> str:
+        """One line for the person: ``checks: python -m pytest -q -x passed in 2.1 s``."""
+        if self.passed:
+            how = "passed" + (f" ({self.note})" if self.note else "")
+        elif self.timed_out:
+            how = "timed out"
+        elif self.exit_code is None:
+            how = "was stopped"
+        else:
+            how = f"failed (exit code {self.exit_code})"
+        return f"checks: {self.command} {how} in {self.duration_s:.1f} s"
+
+    def tail(self, lines: int = TAIL_LINES) -> str:
+        kept = self.output.rstrip().splitlines()[-lines:]
+        return "\n".join(kept)
+
+
+def detect_check_command(settings: Any) -> str | None:
+    """``AGENT_CHECK_COMMAND``, else pytest when ``tests/`` exists and pytest can be imported."""
+    configured = (settings.check_command or "").strip()
+    if configured:
+        return configured
+    if (Path(settings.workspace_root) / "tests").is_dir() and pytest_available():
+        return PYTEST_COMMAND
+    return None
+
+
+def pytest_available() -> bool:
+    """Whether the sandbox's ``python`` (this interpreter, first on the sandbox's PATH) has pytest."""
+    return importlib.util.find_spec("pytest") is not None
+
+
+def changed_since(root: Path, since: float, *, limit: int = SCAN_LIMIT) -> bool:
+    """Whether a file under ``root`` (caches skipped) was written, created or moved after ``since``."""
+    threshold_ns = int((since - CLOCK_SLACK_S) * 1e9)
+    stack = [str(root)]
+    seen = 0
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                seen += 1
+                if seen > limit:
+                    return True  # too big to look through cheaply: assume it changed
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.name not in SKIP_DIRS:
+                            stack.append(entry.path)
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if max(st.st_mtime_ns, st.st_ctime_ns) >= threshold_ns:
+                    return True
+    return False
+
+
+def files_changed(calls: Iterable[ToolCallRecord], root: Path, since: float) -> bool:
+    """Whether this run's tool calls changed files (see the module's docstring for how)."""
+    look = False
+    for call in calls:
+        if call.name in WRITE_TOOLS:
+            if call.ok:
+                return True
+        elif call.name not in READ_TOOLS:
+            look = True
+    if not look:
+        return False
+    if since <= 0:  # the run's start is unknown: a tool that may write counts as a change
+        return True
+    return changed_since(root, since)
+
+
+class Judge:
+    """The agent's verifier: ``judge(finished)`` → ``None`` (accept) or feedback for the model.
+
+    Raises :class:`ChecksFailed` after ``rounds`` failures have gone back to the model in one run.
+    ``last`` is the latest :class:`CheckResult` (for the CLI); every check is also told to ``notice``.
+    """
+
+    def __init__(self, settings: Any, *, notice: Callable[[str], None] | None = None,
+                 policy: sandbox.SandboxPolicy | None = None, timeout_s: float | None = None,
+                 output_tokens: int = OUTPUT_TOKENS) -> None:
+        self.settings = settings
+        self.notice = notice
+        self.rounds = settings.judge_rounds
+        self.timeout_s = timeout_s or max(MIN_TIMEOUT_S, float(settings.tool_timeout_s))
+        self.policy = policy or sandbox.SandboxPolicy.from_settings(settings, timeout_s=self.timeout_s)
+        self.output_tokens = output_tokens
+        self.last: CheckResult | None = None
+        self._run: tuple[str, float] | None = None
+        self._failures = 0
+
+    def command(self) -> str | None:
+        """The check command that applies now, or ``None``."""
+        return detect_check_command(self.settings)
+
+    def __call__(self, finished: Finished) -> str | None:
+        command = self.command()
+        if command is None:
+            return None
+        if not files_changed(finished.tool_calls, self.policy.workspace, finished.started_at):
+            return None
+        run = (finished.session_id, finished.started_at)
+        if run != self._run:
+            self._run, self._failures = run, 0
+        self._tell(f"checks: running {command}")
+        try:
+            result = self.check(command, cancel=finished.cancel)
+        except SandboxError as exc:
+            self._tell(f"checks: not run: {exc}")
+            return None
+        self.last = result
+        self._tell(result.line())
+        if finished.cancel.is_set():
+            raise Interrupted("interrupted by the person while the checks ran")
+        if result.passed:
+            return None
+        self._failures += 1
+        if self._failures > self.rounds:
+            times = "once" if self._failures == 1 else f"{self._failures} times"
+            raise ChecksFailed(f"the checks failed {times}: {self._what(result)}; the last output:\n{result.tail()}")
+        left = self.rounds - self._failures
+        more = (f"{left} more time{'s' if left != 1 else ''}" if left else "no more times") + " before the run ends"
+        output = clip_text(result.output.rstrip() or "(no output)", self.output_tokens,
+                           hint=f"run `{command}` yourself with the shell tool")
+        return (f"The checks failed, so the task is not done yet: {self._what(result)}. "
+                f"Fix the cause, then answer again; the checks run each time you answer "
+                f"(they may fail {more}).\n\n{output}")
+
+    def check(self, command: str, *, cancel: threading.Event | None = None) -> CheckResult:
+        """Run ``command`` in the sandbox (stdout and stderr together) until it exits, times out or ``cancel``."""
+        start = time.monotonic()
+        # one stream keeps pytest's report and any stderr in the order they were written
+        proc = sandbox.start(f"exec 2>&1\n{command}", self.policy, stderr=False)
+        proc.stdin.close()
+        capture = _Capture(self.policy.output_bytes)
+        # the reader owns a copy of the descriptor: kill() may close the pipe while it reads
+        reader = threading.Thread(target=capture.read, args=(os.dup(proc.stdout.fileno()),), daemon=True,
+                                  name="judge-output")
+        reader.start()
+        deadline = start + self.timeout_s
+        timed_out = stopped = False
+        exited_at: float | None = None
+        try:
+            while reader.is_alive() or proc.alive:
+                now = time.monotonic()
+                if cancel is not None and cancel.is_set():
+                    stopped = True
+                    break
+                if now >= deadline:
+                    timed_out = True
+                    break
+                if not proc.alive:
+                    exited_at = exited_at or now
+                    if now - exited_at > 2.0:  # it exited; something it left behind holds the pipe
+                        break
+                reader.join(0.05)
+        finally:
+            code = None if (timed_out or stopped) else proc.returncode
+            proc.kill()  # the whole sandbox: nothing the command started outlives the check
+            reader.join(2.0)
+        duration = time.monotonic() - start
+        note = ""
+        passed = code == 0
+        if command == PYTEST_COMMAND and code == PYTEST_NO_TESTS:
+            passed, note = True, "no tests collected"
+        output = capture.text()
+        if timed_out:
+            output += f"\n[killed: the checks did not finish within {self.timeout_s:g} s]"
+        return CheckResult(command, passed, code, output, duration, timed_out, note)
+
+    def _what(self, result: CheckResult) -> str:
+        if result.timed_out:
+            return f"`{result.command}` did not finish within {self.timeout_s:g} s"
+        return f"`{result.command}` exited with code {result.exit_code}"
+
+    def _tell(self, line: str) -> None:
+        if self.notice is not None:
+            self.notice(line)
+
+
+class _Capture:
+    """Reads a pipe to its end, keeping the head and the tail up to ``cap`` bytes."""
+
+    def __init__(self, cap: int) -> None:
+        self.head_cap = cap // 2
+        self.tail_cap = cap - self.head_cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def read(self, fd: int) -> None:
+        """Read ``fd`` to its end, then close it."""
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return
+                self.total += len(chunk)
+                room = self.head_cap - len(self.head)
+                if room > 0:
+                    self.head += chunk[:room]
+                    chunk = chunk[room:]
+                if chunk:
+                    self.tail += chunk
+                    del self.tail[:max(0, len(self.tail) - self.tail_cap)]
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", "replace")
+        tail = self.tail.decode("utf-8", "replace")
+        omitted = self.total - len(self.head) - len(self.tail)
+        return head + (f"\n[... {omitted} bytes of output omitted ...]\n" if omitted else "") + tail

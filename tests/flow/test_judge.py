@@ -1,0 +1,275 @@
+"""The judge: real pytest runs in the real sandbox, rounds of feedback, checks_failed, and when it stays quiet."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from boot.settings import Settings
+from boot.wiring import build_agent, last_check
+from core import sandbox
+from core.messages import Message, ToolCall
+from core.tools import Tool
+from flow.events import ToolCallRecord
+from flow.judge import CLOCK_SLACK_S, PYTEST_COMMAND, Judge, changed_since, detect_check_command, files_changed
+from gate.scripted import ScriptedGateway
+
+from flow_helpers import Recorder
+
+BROKEN = "def add(a, b):\n    return a - b\n"
+STILL_BROKEN = "def add(a, b):\n    return a * b\n"
+FIXED = "def add(a, b):\n    return a + b\n"
+TEST = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+
+
+@pytest.fixture
+def bwrap() -> None:
+    path, reason = sandbox.bwrap_problem()
+    if path is None:
+        pytest.skip(f"the sandbox cannot run here: {reason}")
+
+
+@pytest.fixture
+def project(workspace: Path) -> Path:
+    """A small project whose one test fails until calc.add is fixed."""
+    (workspace / "calc.py").write_text(BROKEN)
+    (workspace / "tests").mkdir()
+    (workspace / "tests" / "test_calc.py").write_text(TEST)
+    # pytest puts the rootdir on sys.path only with a conftest.py there (rootdir-relative imports)
+    (workspace / "conftest.py").write_text("")
+    return workspace
+
+
+def settings_for(workspace: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"workspace": workspace, "ctx": None, "max_steps": 12, "max_reply_tokens": 512,
+                              "enable_files": True, "judge_rounds": 2}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def write(content: str) -> ToolCall:
+    return ToolCall("write_file", {"path": "calc.py", "content": content})
+
+
+def agent_for(workspace: Path, steps: list[Any], **overrides: Any):
+    gateway = ScriptedGateway(steps, context=8192)
+    events = Recorder()
+    agent = build_agent(settings_for(workspace, **overrides), gateway=gateway, events=events)
+    return agent, gateway, events
+
+
+def checks(events: Recorder) -> list[str]:
+    return [n for n in events.of("notice") if n.startswith("checks:")]
+
+
+def feedback_seen(into: list[str]):
+    """A script step that keeps the judge's message (the last one the model got) and answers with a fix."""
+    def step(messages: list[Message], offered: list[Tool]) -> Any:
+        assert messages[-1].role == "user"
+        into.append(messages[-1].content)
+        return write(FIXED)
+    return step
+
+
+# --- detection ----------------------------------------------------------------------------------
+
+def test_the_configured_check_command_wins_and_pytest_is_detected_from_a_tests_folder(workspace):
+    assert detect_check_command(Settings(workspace=workspace)) is None
+    (workspace / "tests").mkdir()
+    assert detect_check_command(Settings(workspace=workspace)) == PYTEST_COMMAND == "python -m pytest -q -x"
+    assert detect_check_command(Settings(workspace=workspace, check_command=" make check ")) == "make check"
+    (workspace / "tests").rmdir()
+    (workspace / "tests").write_text("a file, not a folder")
+    assert detect_check_command(Settings(workspace=workspace)) is None
+
+
+def record(name: str, ok: bool = True) -> ToolCallRecord:
+    return ToolCallRecord(name, {}, ok, "", 0.0)
+
+
+def test_a_successful_write_is_a_change_and_reads_or_a_failed_write_are_not(workspace):
+    since = time.time()
+    assert files_changed([record("read_file"), record("write_file")], workspace, since)
+    assert files_changed([record("edit_file")], workspace, since)
+    assert not files_changed([record("write_file", ok=False), record("list_files"), record("plan")], workspace, since)
+    assert not files_changed([], workspace, since)
+
+
+def past_the_slack(workspace: Path) -> float:
+    """A run start after everything in ``workspace`` was written, by more than the clock slack."""
+    newest = max(max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) for p in workspace.rglob("*"))
+    probe = workspace.parent / "clock-probe"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the file system's clock must move on, not just ours
+        probe.write_bytes(b"")
+        if probe.stat().st_ctime_ns > newest + 2 * CLOCK_SLACK_S * 1e9:
+            return time.time()
+    raise AssertionError("the file system clock did not advance within 5 s")
+
+
+def test_after_a_shell_call_the_workspace_is_looked_at_and_caches_do_not_count(workspace):
+    (workspace / "old.py").write_text("x = 1\n")
+    (workspace / "__pycache__").mkdir()
+    (workspace / ".pytest_cache").mkdir()
+    since = past_the_slack(workspace)
+    (workspace / "__pycache__" / "old.cpython-311.pyc").write_bytes(b"\0")
+    (workspace / ".pytest_cache" / "README.md").write_text("cache")
+    assert not changed_since(workspace, since)
+    assert not files_changed([record("shell")], workspace, since)
+    (workspace / "sub").mkdir()
+    (workspace / "sub" / "new.py").write_text("y = 2\n")
+    assert changed_since(workspace, since)
+    assert files_changed([record("shell", ok=False)], workspace, since)  # a failing command may still write
+    assert files_changed([record("pyexe")], workspace, since)
+
+
+def test_without_the_run_start_a_tool_that_may_write_counts_as_a_change(workspace):
+    assert files_changed([record("shell")], workspace, 0.0)
+    assert not files_changed([record("read_file")], workspace, 0.0)
+
+
+def test_a_moved_file_counts_as_a_change(workspace):
+    (workspace / "a.py").write_text("x = 1\n")
+    since = past_the_slack(workspace)
+    assert not changed_since(workspace, since)
+    os.rename(workspace / "a.py", workspace / "b.py")  # keeps the mtime; the ctime moves
+    assert changed_since(workspace, since)
+
+
+# --- with the loop and a real pytest in the sandbox -------------------------------------------------
+
+def test_a_failing_test_goes_back_to_the_model_until_its_fix_passes(project, bwrap):
+    judged: list[str] = []
+    steps = [write(STILL_BROKEN), "Fixed add.", feedback_seen(judged), "Now add is fixed."]
+    agent, gateway, events = agent_for(project, steps)
+    with gateway:
+        result = agent.run("fix calc.add so the tests pass")
+    assert (result.status, result.answer) == ("done", "Now add is fixed.")
+    assert (project / "calc.py").read_text() == FIXED
+    message = judged[0]
+    assert message.startswith("The checks failed, so the task is not done yet: `python -m pytest -q -x` exited "
+                              "with code 1. Fix the cause, then answer again; the checks run each time you answer "
+                              "(they may fail 1 more time before the run ends).\n\n")
+    assert "assert 6 == 5" in message and "1 failed" in message
+    notices = checks(events)
+    assert notices[0] == "checks: running python -m pytest -q -x"
+    assert notices[1].startswith("checks: python -m pytest -q -x failed (exit code 1) in ")
+    assert notices[2] == "checks: running python -m pytest -q -x"
+    assert notices[3].startswith("checks: python -m pytest -q -x passed in ") and notices[3].endswith(" s")
+    assert len(notices) == 4
+    last = last_check(agent)
+    assert last is not None and last.passed and last.exit_code == 0 and "1 passed" in last.output
+    # the feedback is in the session like any user message, so a resumed session knows why
+    assert any(m.role == "user" and m.content == message for m in agent.sessions.messages(result.session_id))
+    agent.sessions.close()
+
+
+def test_after_the_last_round_the_run_ends_checks_failed_with_the_output(project, bwrap):
+    steps = [write(STILL_BROKEN), "Fixed.", "It is fixed, really.", "Definitely fixed."]
+    agent, gateway, events = agent_for(project, steps, judge_rounds=2)
+    with gateway:
+        result = agent.run("fix calc.add")
+    assert result.status == "checks_failed"
+    first, *rest = result.reason.splitlines()
+    assert first == "the checks failed 3 times: `python -m pytest -q -x` exited with code 1; the last output:"
+    assert "1 failed" in rest[-1] and any("assert 6 == 5" in line for line in rest)
+    assert len(rest) <= 20
+    assert len([n for n in checks(events) if "failed (exit code 1)" in n]) == 3
+    assert agent.sessions.info(result.session_id).status == "checks_failed"
+    agent.sessions.close()
+
+
+def test_with_no_rounds_the_first_failure_ends_the_run(project, bwrap):
+    agent, gateway, _ = agent_for(project, [write(STILL_BROKEN), "Fixed."], judge_rounds=0)
+    with gateway:
+        result = agent.run("fix calc.add")
+    assert result.status == "checks_failed"
+    assert result.reason.startswith("the checks failed once: `python -m pytest -q -x` exited with code 1")
+    agent.sessions.close()
+
+
+def test_rounds_are_counted_per_run(project, bwrap):
+    steps = [write(STILL_BROKEN), "Fixed.", "Sure it is."]
+    agent, gateway, _ = agent_for(project, steps, judge_rounds=1)
+    with gateway:
+        first = agent.run("fix calc.add")
+    assert first.status == "checks_failed"
+    gateway.steps += [write(STILL_BROKEN), "Fixed again.", write(FIXED), "Done."]
+    with gateway:
+        second = agent.run("try again", session_id=first.session_id)
+    assert second.status == "done"  # a fresh run gets its rounds back
+    agent.sessions.close()
+
+
+def test_no_check_runs_when_nothing_was_changed(project, bwrap):
+    steps = [ToolCall("read_file", {"path": "calc.py"}), "add subtracts: that is the bug."]
+    agent, gateway, events = agent_for(project, steps)
+    with gateway:
+        result = agent.run("why does the test fail?")
+    assert (result.status, result.answer) == ("done", "add subtracts: that is the bug.")
+    assert checks(events) == [] and last_check(agent) is None
+    agent.sessions.close()
+
+
+def test_without_a_check_command_the_judge_accepts_silently(workspace, bwrap):
+    agent, gateway, events = agent_for(workspace, [write(BROKEN), "Wrote calc.py."])
+    with gateway:
+        result = agent.run("write calc.py")
+    assert result.status == "done" and checks(events) == []
+    agent.sessions.close()
+
+
+def test_a_configured_check_command_runs_in_the_sandbox(workspace, bwrap):
+    # the agent's own code is outside the sandbox: a check can see the workspace and nothing of ours
+    command = f"test -f calc.py && test ! -e {sandbox.PROJECT_ROOT / 'flow' / 'judge.py'} && echo checked-in-sandbox"
+    assert (sandbox.PROJECT_ROOT / "flow" / "judge.py").is_file()
+    agent, gateway, events = agent_for(workspace, [write(FIXED), "Wrote it."], check_command=command)
+    with gateway:
+        result = agent.run("write calc.py")
+    assert result.status == "done"
+    last = last_check(agent)
+    assert last is not None and last.passed and last.output == "checked-in-sandbox\n"
+    assert checks(events)[-1].startswith(f"checks: {command} passed in ")
+    agent.sessions.close()
+
+
+def test_stderr_comes_with_stdout_in_order(workspace, bwrap):
+    result = Judge(settings_for(workspace)).check("echo one; echo two >&2; echo three; exit 3")
+    assert (result.passed, result.exit_code, result.output) == (False, 3, "one\ntwo\nthree\n")
+
+
+def test_a_check_past_its_timeout_is_killed_and_fails(workspace, bwrap):
+    judge = Judge(settings_for(workspace), timeout_s=1.0)
+    start = time.monotonic()
+    result = judge.check("echo started; sleep 30")
+    assert time.monotonic() - start < 10
+    assert (result.passed, result.timed_out, result.exit_code) == (False, True, None)
+    assert result.output == "started\n\n[killed: the checks did not finish within 1 s]"
+    assert result.line().startswith("checks: echo started; sleep 30 timed out in 1.")
+
+
+def test_ctrl_c_stops_a_running_check_at_once(workspace, bwrap):
+    judge = Judge(settings_for(workspace))
+    cancel = threading.Event()
+    timer = threading.Timer(0.5, cancel.set)
+    timer.start()
+    start = time.monotonic()
+    try:
+        result = judge.check("sleep 60", cancel=cancel)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - start < 10
+    assert (result.passed, result.exit_code, result.timed_out) == (False, None, False)
+    assert result.line().startswith("checks: sleep 60 was stopped in ")
+
+
+def test_an_empty_tests_folder_passes_as_no_tests_collected(workspace, bwrap):
+    (workspace / "tests").mkdir()
+    result = Judge(settings_for(workspace)).check(PYTEST_COMMAND)
+    assert (result.passed, result.exit_code, result.note) == (True, 5, "no tests collected")
+    assert result.line().startswith("checks: python -m pytest -q -x passed (no tests collected) in ")
