@@ -222,6 +222,17 @@ def banner(resolved: ResolvedModel, info: dict[str, Any], plan: MemoryPlan, host
     return "\n".join(lines)
 
 
+def effective_settings(settings: Settings, resolved: ResolvedModel, plan: MemoryPlan) -> Settings:
+    """The settings the engine and the app get: the plan's context and GPU layers unless set by hand."""
+    return settings.model_copy(update={
+        "model_path": str(resolved.path),
+        # a profile's id, not a split part's file name ("…-00001-of-00002"), is what clients should ask for
+        "model": settings.model or (resolved.profile.id if resolved.profile else None),
+        "ctx": settings.ctx or plan.n_ctx,
+        "n_gpu_layers": settings.n_gpu_layers if settings.n_gpu_layers is not None else plan.llama_n_gpu_layers,
+    })
+
+
 def serve(settings: Settings) -> int:
     sock = _bind(settings.host, settings.port)
     try:
@@ -257,11 +268,7 @@ def _serve_on(settings: Settings, sock: socket.socket) -> int:
         print(f"error: {resolved.path.name} does not fit in {settings.vram_gb:g} GiB of GPU memory"
               + (f"; {plan.suggestion}" if plan.suggestion else ""), file=sys.stderr)
         return EXIT_NO_FIT
-    effective = settings.model_copy(update={
-        "model_path": str(resolved.path),
-        "ctx": settings.ctx or plan.n_ctx,
-        "n_gpu_layers": settings.n_gpu_layers if settings.n_gpu_layers is not None else plan.llama_n_gpu_layers,
-    })
+    effective = effective_settings(settings, resolved, plan)
     engine = load_engine(effective, resolved.path)
     try:
         app = create_app(effective, engine)

@@ -56,3 +56,18 @@ def test_banner_warns_when_a_gpu_is_present_but_llama_cpp_cannot_use_it():
     text = banner(ResolvedModel(Path("/w/q.gguf"), "flag", p), _info(gpu_offload=False), plan, "127.0.0.1", 8000,
                   False)
     assert "CPU only" in text and "built without GPU support" in text and "GGML_CUDA=on" in text
+
+
+def test_effective_settings_take_the_plan_and_name_the_model_by_its_profile(monkeypatch):
+    from boot.serve import effective_settings
+    from boot.settings import load_settings
+
+    for name in ("AGENT_MODEL", "AGENT_CTX", "AGENT_N_GPU_LAYERS"):
+        monkeypatch.delenv(name, raising=False)
+    p = default_profile()
+    plan = plan_memory(layout_from_profile(p), profile=p, gpu=GpuInfo("RTX 4060", 8 * GiB, 8 * GiB))
+    resolved = ResolvedModel(Path("/w") / p.files[0], "weights", p)
+    eff = effective_settings(load_settings(), resolved, plan)
+    assert (eff.model, eff.ctx, eff.n_gpu_layers, eff.model_path) == (p.id, 32768, -1, str(resolved.path))
+    by_hand = effective_settings(load_settings(model="coder", ctx=4096, n_gpu_layers=10), resolved, plan)
+    assert (by_hand.model, by_hand.ctx, by_hand.n_gpu_layers) == ("coder", 4096, 10)

