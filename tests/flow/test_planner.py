@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from boot.settings import Settings
-from boot.wiring import build_agent, plan_checklist
+from boot.wiring import build_agent, compact_session, plan_checklist
 from core.messages import Message, ToolCall
 from core.tools import Tool, object_schema
 from flow.compaction import SUMMARY_HEADER
@@ -249,3 +249,29 @@ def test_a_plan_all_done_becomes_complete_when_the_run_ends_done(workspace, stor
         more = build_agent(settings_for(workspace), gateway=gateway, sessions=store)
         more.run("add a follow-up", session_id=result.session_id)
     assert load_plan(store, result.session_id).state == "executing"
+
+
+def test_compacting_on_demand_keeps_the_newest_rounds_and_the_plan(workspace, store):
+    steps: list[Any] = [ToolCall("plan", {"action": "set", "items": ["read", "write"]})]
+    steps += [ToolCall("read_chunk", {"n": n}) for n in range(4)] + ["Read four chunks."]
+    with ScriptedGateway(steps, context=16384) as gateway:
+        agent = build_agent(settings_for(workspace), gateway=gateway, sessions=store, tools=[read_chunk_tool()])
+        result = agent.run(TASK)
+    before = store.records(result.session_id)
+    summary_request: list[str] = []
+
+    def summarise(messages: list[Message], offered: list[Tool]) -> str:
+        assert offered == [] and "Conversation part:" in messages[-1].content
+        summary_request.append(messages[-1].content)
+        return "Task: split slugify. Open items: write."
+
+    gateway.steps.append(summarise)
+    with gateway:
+        assert compact_session(agent, result.session_id, keep_rounds=2) == len(before) - 3
+    after = store.records(result.session_id)
+    assert [r.kind for r in after] == ["summary", "message", "message", "message"]
+    assert after[0].message.content == SUMMARY_HEADER + "\nTask: split slugify. Open items: write."
+    assert [r.message for r in after[1:]] == [r.message for r in before[-3:]]  # the last call, its result, the answer
+    assert "User: " + TASK in summary_request[0]
+    assert "## Plan (planning, 0 of 2 done)" in agent.system_message("go on", result.session_id).content
+    assert compact_session(agent, result.session_id, keep_rounds=3) == 0  # nothing older left to fold
