@@ -217,7 +217,7 @@ class Agent:
     def step(self, st: _Run) -> None:
         """One model call and the tool calls it asks for."""
         self._check_budgets(st)
-        tools = self.registry.tools()
+        tools = self.registry.tools(task=st.task)
         request = self._request(st, tools)
         completion = self._query(st, request, tools)
         calls = self._record_reply(st, completion, tools)

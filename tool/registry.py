@@ -182,9 +182,16 @@ class ToolRegistry:
         with self._lock:
             self._providers.append(provider)
 
-    def tools(self) -> list[Tool]:
+    def registered_names(self) -> set[str]:
+        """The names of the registered tools (not the providers'): names a skill may not take."""
+        with self._lock:
+            return set(self._tools)
+
+    def tools(self, task: str | None = None) -> list[Tool]:
         """The tools to offer for the next model call: registered ones first, then providers'.
 
+        With ``task`` (the person's current request), a provider that has ``tools_for(task)`` is
+        asked that instead, so it can offer what is relevant (the skill loader with many skills).
         A provider's tool whose name is taken is skipped (registered tools win), and a provider
         that raises is skipped: a broken skill folder must not stop the agent.
         """
@@ -193,7 +200,8 @@ class ToolRegistry:
             providers = list(self._providers)
         for provider in providers:
             try:
-                found = list(provider.tools())
+                choose = getattr(provider, "tools_for", None) if task is not None else None
+                found = list(choose(task) if choose is not None else provider.tools())
             except Exception as exc:  # a provider is someone else's code on someone else's files
                 self._notice(f"tool provider {type(provider).__name__} failed: {exc}")
                 continue
