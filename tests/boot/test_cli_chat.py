@@ -166,7 +166,8 @@ def test_unknown_slash_command_is_one_line_and_the_chat_goes_on(chat, scripted):
 
 
 def test_resume_shows_where_the_session_left_off_and_clear_and_resume_switch_sessions(chat, cli, scripted):
-    server = scripted([{"text": "The capital is Paris."}, {"text": "Fresh start."}, {"text": "Still Paris."}])
+    server = scripted([{"text": "The capital is Paris."}, {"text": "Fresh start."}, {"text": "Still Paris."},
+                       {"text": "From the other model."}])
     first = cli("-p", "capital of France?", "--output-format", "json", server=server).json()["session_id"]
 
     term = chat(server, "--resume")
@@ -200,6 +201,16 @@ def test_resume_shows_where_the_session_left_off_and_clear_and_resume_switch_ses
     term.wait_for("this chat: ")
     term.wait_for("over 2 turn(s), 0 tool call(s)")
     term.prompt()
+    term.send("/model other-model")
+    term.wait_for("model is now other-model")
+    term.wait_for("note: the server lists scripted-model; it may not know 'other-model'")
+    term.prompt()
+    term.send("who are you?")
+    term.wait_for("From the other model.")
+    term.prompt()
+    assert server.requests[3]["model"] == "other-model"
+    users = [m["content"] for m in server.requests[3]["messages"] if m["role"] == "user"]
+    assert users == ["capital of France?", "and again?", "who are you?"]  # the session carried over
     term.send("/memory list")
     term.wait_for("memories yet")  # the memory commands answered inside the chat
     term.prompt()
