@@ -152,13 +152,14 @@ class Judge:
 
     def __init__(self, settings: Any, *, notice: Callable[[str], None] | None = None,
                  policy: sandbox.SandboxPolicy | None = None, timeout_s: float | None = None,
-                 output_tokens: int = OUTPUT_TOKENS) -> None:
+                 output_tokens: int | None = None) -> None:
         self.settings = settings
         self.notice = notice
         self.rounds = settings.judge_rounds
         self.timeout_s = timeout_s or max(MIN_TIMEOUT_S, float(settings.tool_timeout_s))
         self.policy = policy or sandbox.SandboxPolicy.from_settings(settings, timeout_s=self.timeout_s)
-        self.output_tokens = output_tokens
+        # the feedback is a user message, which the context budget does not clip: keep it modest
+        self.output_tokens = output_tokens or min(OUTPUT_TOKENS, int(settings.tool_result_tokens))
         self.last: CheckResult | None = None
         self._run: tuple[str, float] | None = None
         self._failures = 0
