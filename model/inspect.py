@@ -157,12 +157,28 @@ def _read_gguf_header(path: Path) -> tuple[dict[str, object], list[tuple[str, li
     return meta, tensors
 
 
-def _tensor_bytes(dims: list[int], ttype: int) -> int:
+def _tensor_bytes(path: Path, name: str, dims: list[int], ttype: int) -> int:
     n = 1
     for d in dims:
         n *= d
-    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ttype)]
+    try:
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ttype)]
+    except (ValueError, KeyError):
+        raise ModelNotFound(f"{path.name}: tensor {name} has type {ttype}, unknown to the installed gguf package",
+                            hint="upgrade it: pip install -U gguf") from None
     return n // block * size
+
+
+def _as_int(value: object, default: int = 0) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
+def _file_type(value: object) -> str:
+    """``general.file_type`` as llama.cpp names it (``Q4_K_M`` …)."""
+    try:
+        return gguf.LlamaFileType(_as_int(value, -1)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    except ValueError:
+        return "unknown" if value is None else f"file type {value}"
 
 
 def _inspect_gguf(path: Path) -> WeightsLayout:
@@ -179,9 +195,12 @@ def _inspect_gguf(path: Path) -> WeightsLayout:
 
     def num(key: str, default: int | None = None) -> int:
         value = meta.get(f"{arch_name}.{key}", default)
-        if value is None:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ModelNotFound(f"{path.name} lacks {arch_name}.{key} in its metadata; not a model file")
-        return int(value)  # type: ignore[call-overload]
+        return int(value)
+
+    if not tensors:
+        raise ModelNotFound(f"{path.name} holds no tensors (a vocabulary-only GGUF?); not a model to serve")
 
     n_layers = num("block_count")
     hidden = num("embedding_length")
@@ -194,7 +213,7 @@ def _inspect_gguf(path: Path) -> WeightsLayout:
     vocab = 0
     has_output = False
     for name, dims, ttype in tensors:
-        nbytes = _tensor_bytes(dims, ttype)
+        nbytes = _tensor_bytes(path, name, dims, ttype)
         n = 1
         for d in dims:
             n *= d
@@ -208,10 +227,8 @@ def _inspect_gguf(path: Path) -> WeightsLayout:
         else:
             head += nbytes
             has_output = has_output or name == "output.weight"
-    tokens = meta.get("tokenizer.ggml.tokens")
-    vocab = vocab or int(meta.get(f"{arch_name}.vocab_size", tokens if isinstance(tokens, int) else 0))  # type: ignore[arg-type]
-    ftype = meta.get("general.file_type")
-    dtype = _FILE_TYPES.get(int(ftype), f"type {ftype}") if ftype is not None else "unknown"  # type: ignore[call-overload]
+    vocab = vocab or _as_int(meta.get(f"{arch_name}.vocab_size"), _as_int(meta.get("tokenizer.ggml.tokens")))
+    dtype = _file_type(meta.get("general.file_type"))
     arch = Architecture(
         n_layers=n_layers, hidden_size=hidden, n_heads=heads, n_kv_heads=kv_heads, head_dim=head_dim,
         intermediate_size=num("feed_forward_length", 4 * hidden), vocab_size=vocab,
@@ -221,18 +238,7 @@ def _inspect_gguf(path: Path) -> WeightsLayout:
                          head_bytes=head, arch=arch, source=f"GGUF tensor table of {shown}")
 
 
-# llama.cpp's llama_ftype numbers (general.file_type), for the printout only.
-_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
-               11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
-               17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 25: "IQ4_NL", 30: "IQ4_XS",
-               32: "BF16"}
-
-
 # --- Hugging Face folders -----------------------------------------------------------------------
-
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-
 
 def _safetensors_header(path: Path) -> dict[str, dict]:
     with path.open("rb") as fh:

@@ -148,3 +148,8 @@ def test_profile_estimates_add_up_to_the_published_size():
         layout = layout_from_profile(p)
         assert abs(layout.total_bytes - p.size_bytes) <= p.arch.n_layers + 2, p.id
         assert "estimate" in layout.source
+
+
+def test_a_vocabulary_only_gguf_is_not_a_model(shared_fixtures):
+    with pytest.raises(ModelNotFound, match="holds no tensors"):
+        inspect_weights(shared_fixtures / "ggml-vocab-qwen2.gguf")
