@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
 import sys
@@ -23,7 +24,13 @@ from core.errors import ConfigError, FatalError, ModelUnavailable
 #: ``python cli.py NAME …`` runs ``main(argv, settings) -> int`` of the module; add new ones here
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "memory": ("boot.memory_cmd", "search, list and edit what the agent remembers"),
+    "skills": ("boot.skills_cmd", "list, show, remove and restore the skills the agent promoted"),
 }
+
+
+def available_subcommands() -> dict[str, tuple[str, str]]:
+    """The subcommands whose module is in this checkout (a part not installed is not offered)."""
+    return {name: entry for name, entry in SUBCOMMANDS.items() if importlib.util.find_spec(entry[0]) is not None}
 
 #: seconds the start-up check waits for the model server's /models
 SERVER_CHECK_S = 5.0
@@ -31,10 +38,11 @@ SERVER_CHECK_S = 5.0
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: the CLI's own flags, then one flag per setting."""
+    commands = available_subcommands()
     parser = argparse.ArgumentParser(
         prog="python cli.py", allow_abbrev=False,
         description="A local coding agent. Without -p it opens an interactive chat in the workspace.",
-        epilog="Subcommands: " + "; ".join(f"{name}: {text}" for name, (_, text) in SUBCOMMANDS.items())
+        epilog="Subcommands: " + "; ".join(f"{name}: {text}" for name, (_, text) in commands.items())
                + ". Exit codes: 0 done, 1 the run ended without success, 2 bad usage, configuration or no "
                "server, 130 interrupted (docts/cli.md).")
     run = parser.add_argument_group("running")
@@ -53,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--offline", action="store_true", help="turn off the tools that reach the network (fetch)")
     add_setting_flags(parser.add_argument_group("settings (each overrides its environment variable)"))
     parser.add_argument("command", nargs="?", metavar="SUBCOMMAND",
-                        help=f"one of: {', '.join(SUBCOMMANDS)} (with its own arguments; try 'memory --help')")
+                        help=f"one of: {', '.join(commands)} (with its own arguments, e.g. 'memory --help')")
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
@@ -238,7 +246,7 @@ def run_once(settings: Settings, args: argparse.Namespace, task: str) -> int:
 # --- entry -------------------------------------------------------------------------------------------
 
 def run_subcommand(name: str, argv: list[str], settings: Settings) -> int:
-    module_name, _ = SUBCOMMANDS[name]
+    module_name, _ = available_subcommands()[name]
     module = importlib.import_module(module_name)
     return int(module.main(argv, settings) or 0)
 
@@ -251,10 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error argparse already explained
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
-    if args.command is not None and args.command not in SUBCOMMANDS:
-        hint = f"to give the agent a task, use -p {json.dumps(' '.join([args.command, *args.args]))}"
-        print(f"error: unknown command {args.command!r} (commands: {', '.join(SUBCOMMANDS)}); {hint}",
-              file=sys.stderr)
+    commands = available_subcommands()
+    if args.command is not None and args.command not in commands:
+        task = json.dumps(" ".join([args.command, *args.args]), ensure_ascii=False)
+        print(f"error: unknown command {args.command!r} (commands: {', '.join(commands) or 'none'}); "
+              f"to give the agent a task, use -p {task}", file=sys.stderr)
         return EXIT_USAGE
     try:
         settings = load_settings(**setting_overrides(args))

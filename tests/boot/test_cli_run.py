@@ -136,10 +136,13 @@ def test_flags_override_the_environment(cli, scripted, make_env):
 
 
 def test_unknown_subcommand_says_how_to_give_a_task(cli):
+    from boot.cli import available_subcommands
+
     done = cli("fix", "the", "bug")
     assert done.rc == 2
     assert done.err.strip().splitlines() == [
-        "error: unknown command 'fix' (commands: memory); to give the agent a task, use -p \"fix the bug\""]
+        f"error: unknown command 'fix' (commands: {', '.join(available_subcommands())}); "
+        "to give the agent a task, use -p \"fix the bug\""]
 
 
 def test_a_spent_step_budget_exits_1_with_the_reason(cli, scripted):
@@ -191,11 +194,15 @@ def test_without_a_venv_it_says_to_install_first(tmp_path, system_python, cli_fi
         "(or `bash smoke_test.sh`) first to install it"]
 
 
-def test_memory_subcommand_reaches_the_memory_commands(cli):
-    pytest.importorskip("boot.memory_cmd", reason="boot/memory_cmd.py (the memory commands) is not in this checkout yet")
-    done = cli("memory", "--help")
+@pytest.mark.parametrize("name", ["memory", "skills"])
+def test_subcommands_reach_their_module_and_its_output(cli, name):
+    pytest.importorskip(f"boot.{name}_cmd", reason=f"boot/{name}_cmd.py is not in this checkout yet")
+    done = cli(name, "--help")
     assert done.rc == 0, done.err
-    assert "memory" in done.out
+    assert done.out.startswith(f"usage: cli.py {name}")
+    listed = cli(name, "list", "--json")
+    assert listed.rc == 0, listed.err
+    json.loads(listed.out)  # the module's own JSON, nothing of the CLI's mixed in
 
 
 def test_sandbox_off_warns_on_every_start_even_when_quiet(cli, scripted):
