@@ -329,7 +329,30 @@ def _limit_prefix(policy: SandboxPolicy) -> list[str]:
     return [prlimit, f"--nproc={n}:{n}", "--"]
 
 
-def _preexec(limits: Limits, cgroup_procs: str | None, nproc_here: bool) -> Callable[[], None]:
+def _launcher(limits: Limits, cgroup_procs: str | None) -> tuple[list[str], Callable[[], None] | None]:
+    """The argv prefix that joins the pids cgroup and sets the inherited limits before bwrap starts.
+
+    ``prlimit`` (util-linux) does it in a process of its own, so no Python runs between fork and
+    exec (``preexec_fn`` is unsafe while other threads run, and forces a full fork of the agent's
+    possibly large process). Without ``prlimit``, a ``preexec_fn`` does the same.
+    """
+    prlimit = shutil.which("prlimit", path=STANDARD_PATH)
+    if prlimit is None:
+        return [], _preexec(limits, cgroup_procs)
+    flags = ["--core=0"]
+    if limits.cpu_s is not None:
+        flags.append(f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}")  # SIGXCPU, then SIGKILL a second later
+    if limits.memory_bytes is not None:
+        flags.append(f"--as={limits.memory_bytes}:{limits.memory_bytes}")
+    if limits.file_bytes is not None:
+        flags.append(f"--fsize={limits.file_bytes}:{limits.file_bytes}")
+    prefix = [prlimit, *flags, "--"]
+    if cgroup_procs:
+        prefix = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', cgroup_procs, *prefix]
+    return prefix, None
+
+
+def _preexec(limits: Limits, cgroup_procs: str | None) -> Callable[[], None]:
     """Runs in the child between fork and exec: join the pids cgroup, set the inherited limits."""
     import resource
 
@@ -348,8 +371,6 @@ def _preexec(limits: Limits, cgroup_procs: str | None, nproc_here: bool) -> Call
             resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
         if limits.file_bytes is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
-        if nproc_here and limits.processes is not None:
-            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
 
     return apply
 
@@ -491,17 +512,17 @@ def _popen(command: str | Sequence[str], policy: SandboxPolicy, cwd: str | os.Pa
     temp_home: str | None = None
     if policy.confined:
         bwrap = require_bwrap()
-        full = _bwrap_argv(bwrap, policy, real_cwd, _limit_prefix(policy) + argv)
-        proc_env = _base_env(policy, env or {})
         if os.geteuid() == 0 and policy.limits.processes is not None:
             cgroup = _PidsCgroup(policy.limits.processes)
-        preexec = _preexec(policy.limits, cgroup.procs_file if cgroup else None, nproc_here=False)
+        prefix, preexec = _launcher(policy.limits, cgroup.procs_file if cgroup else None)
+        full = prefix + _bwrap_argv(bwrap, policy, real_cwd, _limit_prefix(policy) + argv)
+        proc_env = _base_env(policy, env or {})
     else:
-        full = argv
+        # unconfined, RLIMIT_NPROC would count all the person's processes: not set
+        prefix, preexec = _launcher(policy.limits, None)
+        full = prefix + argv
         temp_home = tempfile.mkdtemp(prefix="agent-home-")
         proc_env = _base_env(policy, env or {}, home=temp_home)
-        # unconfined, RLIMIT_NPROC would count all the person's processes: not set
-        preexec = _preexec(policy.limits, None, nproc_here=False)
     try:
         proc = subprocess.Popen(full, cwd=str(real_cwd), env=proc_env, stdin=stdin, stdout=subprocess.PIPE,
                                 stderr=stderr, start_new_session=True, preexec_fn=preexec, close_fds=True)

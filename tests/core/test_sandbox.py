@@ -191,3 +191,16 @@ def test_policy_from_settings_hides_the_agent_state_and_dotenv(tmp_path: Path) -
     root = settings.workspace_root
     assert root / ".agent" in policy.hidden and root / ".env" in policy.hidden
     assert (policy.confined, policy.network, policy.timeout_s) == (False, True, 7.0)
+
+
+def test_as_root_a_pids_cgroup_caps_the_sandbox_and_is_removed_after(policy: sandbox.SandboxPolicy) -> None:
+    probe = sandbox._PidsCgroup(10)
+    if probe.path is None:
+        pytest.skip("no writable pids cgroup here (only used when the agent runs as root)")
+    parent = os.path.dirname(probe.path)
+    probe.close()
+    capped = policy.replace(limits=sandbox.Limits(processes=12))
+    result = sandbox.run("for i in $(seq 30); do sleep 5 & done; echo spawned", capped, timeout_s=10)
+    assert "Resource temporarily unavailable" in result.stderr
+    mine = [d for d in os.listdir(parent) if d.startswith(f"agent-sandbox-{os.getpid()}-")]
+    assert mine == []
