@@ -205,7 +205,10 @@ class Judge:
         """Run ``command`` in the sandbox (stdout and stderr together) until it exits, times out or ``cancel``."""
         start = time.monotonic()
         # one stream keeps pytest's report and any stderr in the order they were written
-        proc = sandbox.start(f"exec 2>&1\n{command}", self.policy, stderr=False)
+        # no bytecode: a .pyc written by one check would hide a same-size edit made within the same
+        # second from the next (Python compares whole-second mtimes and sizes)
+        proc = sandbox.start(f"exec 2>&1\n{command}", self.policy, env={"PYTHONDONTWRITEBYTECODE": "1"},
+                             stderr=False)
         proc.stdin.close()
         capture = _Capture(self.policy.output_bytes)
         # the reader owns a copy of the descriptor: kill() may close the pipe while it reads

@@ -21,6 +21,7 @@ from gate.scripted import ScriptedGateway
 
 from flow_helpers import Recorder
 
+# the same size on purpose: a fix written within a second of the last check must still be seen
 BROKEN = "def add(a, b):\n    return a - b\n"
 STILL_BROKEN = "def add(a, b):\n    return a * b\n"
 FIXED = "def add(a, b):\n    return a + b\n"
@@ -40,8 +41,7 @@ def project(workspace: Path) -> Path:
     (workspace / "calc.py").write_text(BROKEN)
     (workspace / "tests").mkdir()
     (workspace / "tests" / "test_calc.py").write_text(TEST)
-    # pytest puts the rootdir on sys.path only with a conftest.py there (rootdir-relative imports)
-    (workspace / "conftest.py").write_text("")
+    # no conftest.py: `python -m pytest` puts the workspace on sys.path, as it does for the person
     return workspace
 
 
@@ -151,6 +151,7 @@ def test_a_failing_test_goes_back_to_the_model_until_its_fix_passes(project, bwr
         result = agent.run("fix calc.add so the tests pass")
     assert (result.status, result.answer) == ("done", "Now add is fixed.")
     assert (project / "calc.py").read_text() == FIXED
+    assert not (project / "__pycache__").exists()  # the checks leave no bytecode behind to go stale
     message = judged[0]
     assert message.startswith("The checks failed, so the task is not done yet: `python -m pytest -q -x` exited "
                               "with code 1. Fix the cause, then answer again; the checks run each time you answer "
