@@ -118,6 +118,8 @@ class SandboxPolicy:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspace", Path(os.path.realpath(self.workspace)))
+        if self.workspace == Path("/"):
+            raise SandboxError("the workspace cannot be the root folder /", hint="set AGENT_WORKSPACE to a project folder")
         binds = []
         for item in self.readonly_binds:
             src, dest = (item, item) if isinstance(item, (str, os.PathLike)) else item
@@ -608,6 +610,8 @@ def _pump(proc: subprocess.Popen[bytes], data: bytes | None, out: _Capture, err:
         else:
             proc.stdin.close()
     exited_at: float | None = None
+    group_killed = False
+    grace = 2.0 if confined else 0.5
     try:
         while sel.get_map():
             now = time.monotonic()
@@ -615,15 +619,20 @@ def _pump(proc: subprocess.Popen[bytes], data: bytes | None, out: _Capture, err:
                 return True
             if exited_at is None and proc.poll() is not None:
                 exited_at = now
-            if exited_at is not None and now - exited_at > (0.5 if not confined else 2.0):
-                # the command exited but something it started still holds the pipes
+            if exited_at is not None and now - exited_at > grace:
+                # the command exited but something it started still holds the pipes: kill its
+                # group; what escaped the group (unconfined only) is left writing to closed pipes
+                if group_killed:
+                    break
                 _kill_group(proc)
-                exited_at = now
+                group_killed, exited_at = True, now
             for key, _ in sel.select(timeout=min(0.1, deadline - now)):
                 if key.data is None:  # stdin
                     try:
                         n = os.write(key.fd, pending[:_READ_CHUNK])
-                    except (BrokenPipeError, OSError):
+                    except BlockingIOError:
+                        n = 0
+                    except OSError:  # the command closed its stdin: the rest is not wanted
                         n = len(pending)
                     pending = pending[n:]
                     if not pending:
