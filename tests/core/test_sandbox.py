@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import sys
 from pathlib import Path
 
@@ -204,3 +205,30 @@ def test_as_root_a_pids_cgroup_caps_the_sandbox_and_is_removed_after(policy: san
     assert "Resource temporarily unavailable" in result.stderr
     mine = [d for d in os.listdir(parent) if d.startswith(f"agent-sandbox-{os.getpid()}-")]
     assert mine == []
+
+
+def test_large_stdin_is_fed_whole(policy: sandbox.SandboxPolicy) -> None:
+    result = sandbox.run(["wc", "-c"], policy, stdin=b"x" * 3_000_000)
+    assert result.ok and result.stdout.strip() == "3000000"
+
+
+def test_unconfined_a_process_escaping_the_group_does_not_hold_the_call(tmp_path: Path) -> None:
+    marker = f"{os.getpid() % 1000}.{time.monotonic_ns() % 10**6}"
+    off = sandbox.SandboxPolicy(workspace=tmp_path, confined=False, timeout_s=20)
+    try:
+        result = sandbox.run(f"setsid sleep {marker} & echo done", off)
+    finally:
+        for pid in _pids_running(f"sleep\x00{marker}"):
+            os.kill(pid, 9)
+    assert result.ok and result.stdout == "done\n" and result.duration_s < 5
+
+
+def _pids_running(marker: str) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
