@@ -177,6 +177,8 @@ class Chat:
         self.console.print(Text("local-coder", style="bold") + Text(f" · {self.model_name()} {self.provider_line()}"))
         from boot.cli import sandbox_line
 
+        if self.provider == "gemini":
+            self.console.print("The session's messages and tool results are sent to Google.", style="yellow")
         sandbox = sandbox_line(self.settings)
         if sandbox and not sandbox.startswith("WARNING"):  # a warning was printed before the chat started
             self.console.print(sandbox, style="dim")

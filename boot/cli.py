@@ -221,6 +221,9 @@ def run_once(settings: Settings, args: argparse.Namespace, task: str) -> int:
     screen = PlainScreen(sys.stdout, sys.stderr, stream=not (args.quiet or as_json), progress=not args.quiet,
                          spinner=sys.stderr.isatty())
     agent = make_agent(settings, screen, gemini=args.gemini)
+    if args.gemini and not args.quiet:
+        print(f"note: this task runs on Google Gemini ({settings.gemini_model}); the session is sent to Google",
+              file=sys.stderr)
     try:
         session_id = chosen_session(agent.sessions, args)
         if args.resume and session_id is None and not args.quiet:
