@@ -156,7 +156,7 @@ def _last_lines(f: IO[bytes], n: int, skip_first_line: bool) -> list[bytes]:
 class _CsvReader(_Reader):
     def __init__(self, f: IO[bytes], path: Path) -> None:
         self.f = f
-        sample = f.read(65536).decode("utf-8", "replace")
+        sample = f.read(65536).decode("utf-8-sig", "replace")  # -sig: a spreadsheet's BOM is not a column name
         f.seek(0)
         if path.suffix.lower() in (".tsv", ".tab"):
             self.delimiter = "\t"
@@ -170,7 +170,7 @@ class _CsvReader(_Reader):
 
     def _text(self) -> IO[str]:
         self.f.seek(0)
-        return io.TextIOWrapper(self.f, encoding="utf-8", errors="replace", newline="")
+        return io.TextIOWrapper(self.f, encoding="utf-8-sig", errors="replace", newline="")
 
     def rows(self) -> Iterator[list[Any]]:
         text = self._text()

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import re
 import socket
+import time
 from typing import Any, Callable, Mapping
 
 import httpx
@@ -152,7 +153,9 @@ def fetch_tool(settings: Any, *, timeout_s: float = 20.0, resolver: Resolver | N
                             hops.append(f"{resp.status_code} {current}")
                             current = current.join(resp.headers["location"])
                             continue
-                        body, cut = bytearray(), False
+                        body, cut, slow = bytearray(), False, False
+                        # httpx's timeout is per read; a server dripping bytes is stopped here
+                        give_up = time.monotonic() + timeout_s
                         for chunk in resp.iter_bytes():
                             room = cap - len(body)
                             if len(chunk) >= room:
@@ -160,7 +163,10 @@ def fetch_tool(settings: Any, *, timeout_s: float = 20.0, resolver: Resolver | N
                                 cut = len(chunk) > room or resp.headers.get("content-length", "") != str(len(body))
                                 break
                             body += chunk
-                        return _render(current, resp, bytes(body), cut, cap, hops)
+                            if time.monotonic() > give_up:
+                                cut = slow = True
+                                break
+                        return _render(current, resp, bytes(body), cut, cap, hops, slow=slow, timeout_s=timeout_s)
                 except httpx.TimeoutException:
                     raise ToolError(f"{current} did not answer within {timeout_s:g} s", hint="try again later") from None
                 except httpx.HTTPError as exc:
@@ -183,13 +189,17 @@ def fetch_tool(settings: Any, *, timeout_s: float = 20.0, resolver: Resolver | N
     )
 
 
-def _render(url: httpx.URL, resp: httpx.Response, body: bytes, cut: bool, cap: int, hops: list[str]) -> ToolResult:
+def _render(url: httpx.URL, resp: httpx.Response, body: bytes, cut: bool, cap: int, hops: list[str], *,
+            slow: bool = False, timeout_s: float = 0.0) -> ToolResult:
     ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower() or "unknown"
     declared = resp.headers.get("content-length")
     head = [f"GET {url} -> {resp.status_code} {resp.reason_phrase}, {ctype}"]
     if hops:
         head.append("redirects: " + " -> ".join(hops))
-    size_note = _describe_size(len(body)) + (f" (stopped reading at the {cap}-byte cap)" if cut else "")
+    if slow:
+        size_note = _describe_size(len(body)) + f" (stopped reading after {timeout_s:g} s: the server sends slowly)"
+    else:
+        size_note = _describe_size(len(body)) + (f" (stopped reading at the {cap}-byte cap)" if cut else "")
     encoding = resp.encoding or "utf-8"
     data = {"status": resp.status_code, "content_type": ctype, "bytes": len(body), "cut": cut, "url": str(url)}
     ok = resp.status_code < 400

@@ -103,3 +103,9 @@ def test_bad_paths_are_clear_errors(ws: Path, path: str, message: str) -> None:
 def test_unknown_op_is_refused(ws: Path) -> None:
     with pytest.raises(ToolError, match="unknown op"):
         view(ws, "people.csv", "plot")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(ws: Path) -> None:
+    (ws / "excel.csv").write_bytes("\ufeffcity,pop\nOslo,700000\n".encode("utf-8"))
+    assert view(ws, "excel.csv", "columns").splitlines()[-2:] == ["| city | str |", "| pop | int |"]
+    assert view(ws, "excel.csv", "head").splitlines()[-1] == "| 0 | Oslo | 700000 |"

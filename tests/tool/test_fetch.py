@@ -118,3 +118,31 @@ def test_a_name_resolving_to_any_private_address_is_refused(tmp_path: Path) -> N
     result = fetch_tool(settings_for(tmp_path / "ws"), resolver=resolver).fn(url="http://mixed.example/")
     assert asked == ["mixed.example"]
     assert not result.ok and "refused: mixed.example is a private network address (10.1.1.1)" in result.content
+
+
+def test_a_server_dripping_bytes_is_cut_off_at_the_timeout(tmp_path: Path) -> None:
+    import threading
+
+    stop = threading.Event()
+
+    def drip(h) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/plain")
+        h.end_headers()
+        try:
+            while not stop.wait(0.05):
+                h.wfile.write(b"z")
+                h.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    site = LocalSite({"/drip": drip})
+    try:
+        tool = fetch_tool(settings_for(tmp_path / "ws"), timeout_s=1.0,
+                          pinned_hosts_for_tests={"site.test": "127.0.0.1"})
+        result = tool.fn(url=f"http://site.test:{site.port}/drip")
+    finally:
+        stop.set()
+        site.close()
+    assert result.ok and result.data["cut"] is True
+    assert "stopped reading after 1 s: the server sends slowly" in result.content
