@@ -47,6 +47,10 @@ PYTEST_NO_TESTS = 5  # pytest's exit code when it collected nothing
 MIN_TIMEOUT_S = 300.0
 OUTPUT_TOKENS = 1000
 TAIL_LINES = 20
+#: Python trusts a .pyc whose recorded source mtime (whole seconds) and size match, so a same-size
+#: edit made in the same second as an earlier run (the model's own pytest) would go unseen: checks
+#: read and write bytecode only under an empty prefix in the sandbox's private /tmp
+FRESH_BYTECODE = {"PYTHONPYCACHEPREFIX": "/tmp/pycache", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 class ChecksFailed(RunEnded):
@@ -205,10 +209,7 @@ class Judge:
         """Run ``command`` in the sandbox (stdout and stderr together) until it exits, times out or ``cancel``."""
         start = time.monotonic()
         # one stream keeps pytest's report and any stderr in the order they were written
-        # no bytecode: a .pyc written by one check would hide a same-size edit made within the same
-        # second from the next (Python compares whole-second mtimes and sizes)
-        proc = sandbox.start(f"exec 2>&1\n{command}", self.policy, env={"PYTHONDONTWRITEBYTECODE": "1"},
-                             stderr=False)
+        proc = sandbox.start(f"exec 2>&1\n{command}", self.policy, env=FRESH_BYTECODE, stderr=False)
         proc.stdin.close()
         capture = _Capture(self.policy.output_bytes)
         # the reader owns a copy of the descriptor: kill() may close the pipe while it reads

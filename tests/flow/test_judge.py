@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import py_compile
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -237,6 +241,21 @@ def test_a_configured_check_command_runs_in_the_sandbox(workspace, bwrap):
     assert last is not None and last.passed and last.output == "checked-in-sandbox\n"
     assert checks(events)[-1].startswith(f"checks: {command} passed in ")
     agent.sessions.close()
+
+
+def test_a_stale_pyc_in_the_workspace_does_not_hide_a_fix(workspace, bwrap):
+    source = workspace / "calc.py"
+    source.write_text(BROKEN)
+    then = int(time.time()) - 10
+    os.utime(source, (then, then))
+    py_compile.compile(str(source), cfile=importlib.util.cache_from_source(str(source)))
+    source.write_text(FIXED)  # same size, and below the same whole-second mtime: the .pyc looks valid
+    os.utime(source, (then, then))
+    stale = subprocess.run([sys.executable, "-c", "import calc; print(calc.add(2, 3))"], cwd=workspace,
+                           capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert stale.stdout == "-1\n"  # plain Python is fooled
+    result = Judge(settings_for(workspace)).check("python -c 'import calc; print(calc.add(2, 3))'")
+    assert (result.passed, result.output) == (True, "5\n")
 
 
 def test_stderr_comes_with_stdout_in_order(workspace, bwrap):
