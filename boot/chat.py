@@ -198,13 +198,16 @@ class Chat:
             line = line.strip()
             if not line:
                 continue
-            try:
-                if is_command(line):
+            if is_command(line):
+                try:
                     self.dispatch(line)
-                else:
-                    self.ask(line)
-            except Quit:
-                return EXIT_OK
+                except Quit:
+                    return EXIT_OK
+                except KeyboardInterrupt:  # a slow command (a memory search loading its model)
+                    self.console.print("command interrupted", style="yellow")
+                continue
+            try:
+                self.ask(line)
             except (Leave, KeyboardInterrupt):
                 return EXIT_INTERRUPTED
 
