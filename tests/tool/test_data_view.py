@@ -109,3 +109,12 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(ws: Path) -> None:
     (ws / "excel.csv").write_bytes("\ufeffcity,pop\nOslo,700000\n".encode("utf-8"))
     assert view(ws, "excel.csv", "columns").splitlines()[-2:] == ["| city | str |", "| pop | int |"]
     assert view(ws, "excel.csv", "head").splitlines()[-1] == "| 0 | Oslo | 700000 |"
+
+
+def test_the_schema_is_valid(ws: Path) -> None:
+    from jsonschema import Draft202012Validator
+
+    tool = data_view_tool(ws)
+    Draft202012Validator.check_schema(tool.parameters)
+    assert not Draft202012Validator(tool.parameters).is_valid({"path": "a.csv", "op": "plot"})
+    assert tool.read_only

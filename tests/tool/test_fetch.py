@@ -146,3 +146,12 @@ def test_a_server_dripping_bytes_is_cut_off_at_the_timeout(tmp_path: Path) -> No
         site.close()
     assert result.ok and result.data["cut"] is True
     assert "stopped reading after 1 s: the server sends slowly" in result.content
+
+
+def test_the_schema_is_valid(tmp_path: Path) -> None:
+    from jsonschema import Draft202012Validator
+
+    tool = fetch_tool(settings_for(tmp_path / "ws"))
+    Draft202012Validator.check_schema(tool.parameters)
+    assert not Draft202012Validator(tool.parameters).is_valid({"url": "https://x.org", "max_bytes": 0})
+    assert tool.read_only

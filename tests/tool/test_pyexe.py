@@ -104,3 +104,10 @@ def test_close_ends_the_process_and_everything_in_it(tmp_path: Path) -> None:
     session.close()
     assert not Path(f"/proc/{pid}").exists()
     assert wait_no_process_with(f"sleep\x00{marker}") == []
+
+
+def test_the_schema_is_valid(session: PythonSession) -> None:
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(session.tool().parameters)
+    assert Draft202012Validator(session.tool().parameters).is_valid({"code": "1", "reset": True})

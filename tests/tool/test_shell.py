@@ -94,3 +94,13 @@ def test_with_the_sandbox_off_commands_run_unconfined(tmp_path: Path) -> None:
     tool = shell_tool(settings_for(tmp_path / "ws", sandbox="off"))
     result = tool.fn(command=f"test -d {tmp_path} && echo visible")
     assert result.ok and "visible" in result.content
+
+
+def test_the_schema_is_valid_and_validates_calls(shell) -> None:
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(shell.parameters)
+    validator = Draft202012Validator(shell.parameters)
+    assert validator.is_valid({"command": "ls", "cwd": "src", "timeout_s": 5})
+    assert not validator.is_valid({"command": "ls", "timeout_s": 0})
+    assert not validator.is_valid({"cmd": "ls"})
