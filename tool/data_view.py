@@ -29,7 +29,6 @@ TYPE_SAMPLE_ROWS = 1000
 UNIQUE_CAP = 10_000
 CELL_WIDTH = 40
 MAX_N = 1000
-csv.field_size_limit(16 * 1024 * 1024)
 
 
 def _kind(path: Path) -> str:
@@ -180,6 +179,9 @@ class _CsvReader(_Reader):
             for row in reader:
                 if row:
                     yield [_parse_cell(c) for c in row]
+        except csv.Error as exc:  # e.g. a field past csv's 128 KiB limit: not a table data_view can show
+            raise ToolError(f"line {reader.line_num}: {exc}",
+                            hint="check the delimiter and quoting, or inspect the file with shell") from None
         finally:
             text.detach()
 

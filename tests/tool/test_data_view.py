@@ -118,3 +118,9 @@ def test_the_schema_is_valid(ws: Path) -> None:
     Draft202012Validator.check_schema(tool.parameters)
     assert not Draft202012Validator(tool.parameters).is_valid({"path": "a.csv", "op": "plot"})
     assert tool.read_only
+
+
+def test_a_malformed_csv_is_a_clear_error(ws: Path) -> None:
+    (ws / "broken.csv").write_text('a,b\n1,"' + "x" * 200_000 + '"\n')
+    with pytest.raises(ToolError, match="line 2: field larger than field limit"):
+        view(ws, "broken.csv", "shape")
