@@ -13,8 +13,9 @@ Covered, when ``bwrap`` runs:
   read-write at its own path, ``/tmp`` is private and empty (``HOME=/tmp/home``). Nothing else
   exists: the person's home, the project folder (its ``.env``, its code), other users' files.
   The agent's Python (the venv and its base interpreter) is visible read-only so ``python``
-  works. Inside the workspace, ``.agent/`` (session and memory databases) and the project's
-  ``.env`` are covered by empty mounts. Root-only files in ``/etc`` (``shadow``, ``ssl/private``…) are blanked.
+  works. Inside the workspace, ``.agent/`` (session and memory databases; covered even before
+  it exists, so no symlink can be planted there) and the project's ``.env`` are covered by empty
+  mounts. Root-only files in ``/etc`` (``shadow``, ``ssl/private``…) are blanked.
 - Processes: new user, PID, IPC, UTS and cgroup namespaces; every capability dropped; a non-root
   uid; ``--die-with-parent``; ``--new-session`` (no typing into the person's terminal). When the
   command exits, PID 1 of the sandbox exits and the kernel kills whatever it left behind, so no
@@ -102,13 +103,16 @@ class SandboxPolicy:
     """Where a command may write, what it may read, and how much it may use.
 
     ``readonly_binds`` are extra paths made visible read-only: a path, or ``(source, dest)``.
-    ``hidden`` are paths inside the workspace covered by an empty mount. ``confined=False`` is
-    ``AGENT_SANDBOX=off``. ``output_bytes`` is kept per stream (head and tail).
+    ``hidden`` are paths inside the workspace covered by an empty mount when they exist;
+    ``state_dir`` (the agent's ``.agent`` folder) is covered always, and made if missing, so code
+    cannot plant a symlink there for the agent's own databases to follow later.
+    ``confined=False`` is ``AGENT_SANDBOX=off``. ``output_bytes`` is kept per stream (head and tail).
     """
 
     workspace: Path
     readonly_binds: tuple[Any, ...] = ()
     hidden: tuple[Path, ...] = ()
+    state_dir: Path | None = None
     network: bool = False
     limits: Limits = field(default_factory=Limits)
     timeout_s: float = 120.0
@@ -134,10 +138,11 @@ class SandboxPolicy:
     def from_settings(cls, settings: Any, **changes: Any) -> "SandboxPolicy":
         """The policy for the agent's settings (``workspace_root``, ``shell_network``, ``sandbox``)."""
         root = Path(settings.workspace_root)
-        hidden = [root / ".agent", root / ".env", PROJECT_ROOT / ".env", Path.cwd() / ".env"]
+        hidden = [root / ".env", PROJECT_ROOT / ".env", Path.cwd() / ".env"]
         values: dict[str, Any] = {
             "workspace": root,
             "hidden": tuple(dict.fromkeys(hidden)),
+            "state_dir": root / ".agent",
             "network": bool(settings.shell_network),
             "confined": settings.sandbox != "off",
             "timeout_s": float(getattr(settings, "tool_timeout_s", 120.0)),
@@ -318,6 +323,10 @@ def _bwrap_argv(bwrap: str, policy: SandboxPolicy, cwd: Path, argv: Sequence[str
             args += ["--tmpfs", real, "--remount-ro", real]
         elif os.path.exists(real):
             args += ["--ro-bind", "/dev/null", real]
+    if policy.state_dir is not None:
+        state = os.path.join(ws, os.path.relpath(os.path.abspath(policy.state_dir), ws))
+        if (state + os.sep).startswith(ws + os.sep) and state != ws and not os.path.islink(state):
+            args += ["--tmpfs", state, "--remount-ro", state]
     args += ["--remount-ro", "/", "--chdir", str(cwd), "--"]
     return args + list(argv)
 

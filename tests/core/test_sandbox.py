@@ -190,7 +190,7 @@ def test_policy_from_settings_hides_the_agent_state_and_dotenv(tmp_path: Path) -
     settings = settings_for(tmp_path / "ws", sandbox="off", shell_network=True, tool_timeout_s=7)
     policy = sandbox.SandboxPolicy.from_settings(settings)
     root = settings.workspace_root
-    assert root / ".agent" in policy.hidden and root / ".env" in policy.hidden
+    assert policy.state_dir == root / ".agent" and root / ".env" in policy.hidden
     assert (policy.confined, policy.network, policy.timeout_s) == (False, True, 7.0)
 
 
@@ -232,3 +232,13 @@ def _pids_running(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_the_agent_state_folder_is_covered_even_before_it_exists(tmp_path: Path) -> None:
+    require_bwrap()
+    settings = settings_for(tmp_path / "ws")
+    policy = sandbox.SandboxPolicy.from_settings(settings)
+    result = sandbox.run("ln -s /tmp .agent/x; rm -rf .agent; ln -sfn /tmp .agent; ls -A .agent | wc -l", policy)
+    state = settings.workspace_root / ".agent"
+    assert state.is_dir() and not state.is_symlink() and list(state.iterdir()) == []
+    assert result.stdout == "0\n"
