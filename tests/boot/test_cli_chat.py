@@ -45,7 +45,8 @@ class Terminal:
                 self.seen = at + len(wanted)
                 return shown
             if time.monotonic() > deadline or self.ended:
-                raise AssertionError(f"{wanted!r} not on the screen after {timeout} s; it shows:\n"
+                why = "the program ended" if self.ended else f"waited {timeout} s"
+                raise AssertionError(f"{wanted!r} not on the screen ({why}); it shows:\n"
                                      f"{self.text[self.seen:][-3000:]}")
             self._pump(0.1)
 
