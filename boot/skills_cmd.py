@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import AgentError, FatalError
 
 if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console, RenderableType
 
     from boot.settings import Settings
 
@@ -70,11 +69,15 @@ def skill_rows(settings: "Settings") -> list[dict[str, Any]]:
     return rows
 
 
-def skills_table(settings: "Settings") -> "Table":
-    """The skills as a rich table (``/skills`` in the chat prints it)."""
+def skills_table(settings: "Settings") -> "RenderableType":
+    """The skills as a rich table (``/skills`` in the chat prints it); a line when there are none."""
     from rich.table import Table
+    from rich.text import Text
 
     rows = skill_rows(settings)
+    if not rows:
+        return Text(f"no skills yet in {settings.workspace_root / 'skills'}: the agent makes one with "
+                    "promote_skill (or drop a .py file there)")
     table = Table(title=f"skills in {settings.workspace_root / 'skills'}", title_justify="left")
     for column in ("name", "version", "status", "description"):
         table.add_column(column, overflow="fold")
@@ -85,8 +88,6 @@ def skills_table(settings: "Settings") -> "Table":
         if status == "removed" and row["versions"]:
             detail = f"{detail} (restore with: skills restore {row['name']}@{row['versions'][-1]})".strip()
         table.add_row(row["name"], str(row["version"] or "-"), f"[{style}]{status}[/{style}]", detail)
-    if not rows:
-        table.caption = "no skills yet: the agent makes one with promote_skill"
     return table
 
 

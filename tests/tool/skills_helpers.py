@@ -42,7 +42,8 @@ def write(path: Path, text: str) -> Path:
 class Setup:
     """A workspace with a registry, the skill loader as provider, and ``promote_skill`` registered."""
 
-    def __init__(self, root: Path, *, timeout_s: float = 30.0, embedder: Any = None, max_offered: int = 8) -> None:
+    def __init__(self, root: Path, *, timeout_s: float = 30.0, embedder: Any = None, max_offered: int = 8,
+                 background: bool = False) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.settings = Settings(workspace=root, enable_files=False, tool_timeout_s=timeout_s)
@@ -51,7 +52,7 @@ class Setup:
         self.registry.on_notice = self.notices.append
         self.runner = SkillRunner(self.settings)
         self.loader = SkillLoader(self.settings, registry=self.registry, runner=self.runner, embedder=embedder,
-                                  max_offered=max_offered)
+                                  max_offered=max_offered, embed_in_background=background)
         self.registry.add_provider(self.loader)
         self.registry.register(promote_skill_tool(self.settings, registry=self.registry, runner=self.runner))
 

@@ -117,6 +117,7 @@ def test_with_many_skills_the_model_is_offered_those_nearest_the_task(tmp_path: 
         assert skills == ["csv_columns"]
         return "done"
 
-    agent, gateway, _ = make_agent(root, [check], embedder=lambda: embedder, max_offered=1)
+    agent, gateway, _ = make_agent(root, [check], embedder=lambda: embedder, max_offered=1,
+                                   embed_in_background=False)
     with gateway:
         assert agent.run("which column of data.csv has the dates of sales?").status == "done"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -150,6 +151,30 @@ def test_without_an_embedder_the_most_recently_used_skills_are_offered(tmp_path:
     assert setup.names(task="anything")[1:] == ["alpha", "gamma"]
     assert [n for n in setup.notices if "embedder" in n] == [
         "skills: cannot make the embedder (no model here); offering the 2 most recently used skills instead"]
+
+
+def test_the_embedder_loads_in_the_background_and_recent_skills_are_offered_meanwhile(tmp_path: Path):
+    require_bwrap()
+    release = threading.Event()
+    embedder = WordEmbedder(["csv", "image", "date"])
+
+    def slow():
+        assert release.wait(30)
+        return embedder
+
+    setup = Setup(tmp_path / "ws", embedder=slow, max_offered=1, background=True)
+    for name, summary in {"csv_rows": "Count csv rows.", "parse_date": "Parse a date.",
+                          "resize_image": "Resize an image."}.items():
+        write(setup.skills / f"{name}.py", skill_source(name, "return x", params="x: int", summary=summary))
+    old = time.time() - 100
+    for i, name in enumerate(("csv_rows", "parse_date", "resize_image")):
+        os.utime(setup.skills / f"{name}.py", (old + i, old + i))
+    assert setup.names(task="shrink this image") == ["promote_skill", "resize_image"]  # newest, not ranked yet
+    assert setup.names(task="rows of the csv") == ["promote_skill", "resize_image"]  # does not wait for the model
+    release.set()
+    assert setup.loader.relevance.wait_ready(30)
+    assert setup.names(task="rows of the csv") == ["promote_skill", "csv_rows"]
+    assert setup.notices == []
 
 
 def test_few_skills_are_all_offered_without_loading_an_embedder(tmp_path: Path):

@@ -53,13 +53,18 @@ class LoadedSkill:
 
 
 class SkillLoader:
-    """Offers the valid skills of ``workspace/skills`` (the nearest ones when there are many)."""
+    """Offers the valid skills of ``workspace/skills`` (the nearest ones when there are many).
+
+    ``embedder``: a factory for the embedder ranking skills (default: the settings' one, made
+    when first needed; pass ``lambda: shared`` to reuse one already loaded, ``None`` for none).
+    ``embed_in_background``: load it in a thread, offering the most recently used skills meanwhile.
+    """
 
     def __init__(self, settings: Any = None, *, workspace: str | os.PathLike[str] | None = None,
                  registry: Any = None, runner: SkillRunner | None = None,
                  reserved: Callable[[], Iterable[str]] | None = None,
                  on_notice: Callable[[str], None] | None = None, max_offered: int = MAX_OFFERED,
-                 embedder: EmbedderFactory | None | bool = True) -> None:
+                 embedder: EmbedderFactory | None | bool = True, embed_in_background: bool = True) -> None:
         if workspace is None:
             if settings is None:
                 raise ValueError("SkillLoader needs settings or a workspace")
@@ -72,7 +77,8 @@ class SkillLoader:
         self._runner = runner
         if embedder is True:
             embedder = _default_embedder(settings)
-        self.relevance = Relevance(embedder or None, limit=max_offered, on_problem=self._notice)
+        self.relevance = Relevance(embedder or None, limit=max_offered, on_problem=self._notice,
+                                   background=embed_in_background)
         self._skills: dict[str, LoadedSkill] = {}
         self._reported: set[tuple[str, tuple[int, int, int], str]] = set()
         self._used: dict[str, float] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import site
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ class SkillRunner:
             policy = sandbox.SandboxPolicy.from_settings(settings)
         self.policy = policy.replace(output_bytes=max(policy.output_bytes, REPLY_BYTES), python=True)
         self.timeout_s = float(timeout_s if timeout_s is not None else policy.timeout_s)
+        #: the interpreter runs with -S; the runner adds these (the installed packages) itself
+        self.site_dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
 
     def run(self, file: str | os.PathLike[str], name: str, function: str,
             calls: Sequence[Mapping[str, Any]], *, data: bytes | None = None) -> list[CallOutcome]:
@@ -69,9 +72,9 @@ class SkillRunner:
             policy = policy.replace(readonly_binds=policy.readonly_binds + ((str(RUNNER), RUNNER_IN_SANDBOX),
                                                                                (host_path, inside)))
         request = {"path": inside, "sha256": hashlib.sha256(data).hexdigest(), "function": function,
-                   "module": f"skill_{name}", "calls": [dict(c) for c in calls]}
+                   "module": f"skill_{name}", "calls": [dict(c) for c in calls], "site_dirs": self.site_dirs}
         try:
-            result = sandbox.run([sys.executable, "-I", runner], policy, stdin=json.dumps(request),
+            result = sandbox.run([sys.executable, "-I", "-S", runner], policy, stdin=json.dumps(request),
                                  timeout_s=self.timeout_s)
         except SandboxError as exc:
             raise ToolError(f"cannot run skill {name}: {exc.message}", hint=exc.hint) from None
