@@ -141,7 +141,11 @@ class _RichProgress:
         self._task = self._progress.add_task(f"downloading {name}", total=total, completed=done)
 
     def advance(self, n: int) -> None:
-        self._progress.advance(self._task, n)
+        if n < 0:  # the server restarted the file: start the bar (and its speed) over
+            task = next(t for t in self._progress.tasks if t.id == self._task)
+            self._progress.reset(self._task, total=task.total, completed=max(0, int(task.completed) + n))
+        else:
+            self._progress.advance(self._task, n)
 
     def finish(self) -> None:
         self._progress.stop()

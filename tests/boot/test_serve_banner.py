@@ -71,3 +71,16 @@ def test_effective_settings_take_the_plan_and_name_the_model_by_its_profile(monk
     assert (eff.model, eff.ctx, eff.n_gpu_layers, eff.model_path) == (p.id, 32768, -1, str(resolved.path))
     by_hand = effective_settings(load_settings(model="coder", ctx=4096, n_gpu_layers=10), resolved, plan)
     assert (by_hand.model, by_hand.ctx, by_hand.n_gpu_layers) == ("coder", 4096, 10)
+
+
+def test_rich_progress_starts_over_when_the_server_restarts_the_file():
+    from boot.serve import _RichProgress
+
+    progress = _RichProgress()
+    progress.start("model.gguf", 1000, 100)
+    progress.advance(500)
+    progress.advance(-600)
+    progress.advance(300)
+    task = progress._progress.tasks[-1]
+    progress.finish()
+    assert (task.total, task.completed) == (1000, 300)
