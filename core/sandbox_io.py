@@ -1,0 +1,115 @@
+"""Reading a sandboxed command's output with a cap, and ending its process group.
+
+Split from ``core/sandbox.py``. Output is read as it comes and only the head and the tail are
+kept, so a command printing 100 MB costs the agent a few hundred KB.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import time
+
+_READ_CHUNK = 65536
+
+
+class Capture:
+    """Keeps the head and the tail of a stream up to ``cap`` bytes and counts the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.head_cap = cap // 2
+        self.tail_cap = cap - self.head_cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data[-self.tail_cap:]
+            if len(self.tail) > self.tail_cap:
+                del self.tail[: len(self.tail) - self.tail_cap]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.head) + len(self.tail)
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", "replace")
+        if not self.truncated:
+            return head + self.tail.decode("utf-8", "replace")
+        omitted = self.total - len(self.head) - len(self.tail)
+        return (head + f"\n[... {omitted} bytes of output omitted ...]\n"
+                + self.tail.decode("utf-8", "replace"))
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def pump(proc: subprocess.Popen[bytes], data: bytes | None, out: Capture, err: Capture,
+          deadline: float, *, confined: bool) -> bool:
+    """Feed stdin, read stdout/stderr until both close; True when the deadline passed first."""
+    sel = selectors.DefaultSelector()
+    assert proc.stdout is not None and proc.stderr is not None
+    sel.register(proc.stdout, selectors.EVENT_READ, out)
+    sel.register(proc.stderr, selectors.EVENT_READ, err)
+    pending = memoryview(data) if data else None
+    if proc.stdin is not None:
+        if pending:
+            os.set_blocking(proc.stdin.fileno(), False)
+            sel.register(proc.stdin, selectors.EVENT_WRITE, None)
+        else:
+            proc.stdin.close()
+    exited_at: float | None = None
+    group_killed = False
+    grace = 2.0 if confined else 0.5
+    try:
+        while sel.get_map():
+            now = time.monotonic()
+            if now >= deadline:
+                return True
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > grace:
+                # the command exited but something it started still holds the pipes: kill its
+                # group; what escaped the group (unconfined only) is left writing to closed pipes
+                if group_killed:
+                    break
+                kill_group(proc)
+                group_killed, exited_at = True, now
+            for key, _ in sel.select(timeout=min(0.1, deadline - now)):
+                if key.data is None:  # stdin
+                    try:
+                        n = os.write(key.fd, pending[:_READ_CHUNK])
+                    except BlockingIOError:
+                        n = 0
+                    except OSError:  # the command closed its stdin: the rest is not wanted
+                        n = len(pending)
+                    pending = pending[n:]
+                    if not pending:
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()
+                    continue
+                chunk = os.read(key.fd, _READ_CHUNK)
+                if chunk:
+                    key.data.feed(chunk)
+                else:
+                    sel.unregister(key.fileobj)
+        remaining = deadline - time.monotonic()
+        try:
+            proc.wait(timeout=max(remaining, 0.01))
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+    finally:
+        sel.close()
