@@ -55,6 +55,21 @@ def wait_no_process_with(marker: str, deadline_s: float = 5.0) -> list[int]:
         time.sleep(0.02)
 
 
+def processes_working_in(folder: Path) -> list[int]:
+    """PIDs (any namespace) whose current folder is ``folder``: what code run there left behind."""
+    found = []
+    target = os.path.realpath(folder)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/cwd") == target:
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
 class Listener:
     """A TCP socket listening on 127.0.0.1 that records whether anything connected."""
 

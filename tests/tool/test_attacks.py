@@ -16,7 +16,8 @@ import pytest
 
 from core import sandbox
 from core.tools import ToolResult
-from sandbox_helpers import Listener, LocalSite, require_bwrap, settings_for, wait_no_process_with
+from sandbox_helpers import (Listener, LocalSite, processes_working_in, require_bwrap, settings_for,
+                             wait_no_process_with)
 from tool.fetch import fetch_tool
 from tool.pyexe import PythonSession
 from tool.shell import shell_tool
@@ -56,6 +57,21 @@ def attacker(request: pytest.FixtureRequest, tmp_path: Path):
     a = Attacker(request.param, tmp_path)
     yield a
     a.close()
+
+
+def _session_processes(outer_pid: int) -> set[int]:
+    """The REPL's own processes: the outer bwrap, its PID 1 and the driver (a chain of first children)."""
+    chain, pid = {outer_pid}, outer_pid
+    for _ in range(4):
+        try:
+            children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        except OSError:
+            break
+        if not children:
+            break
+        pid = int(children[0])
+        chain.add(pid)
+    return chain
 
 
 def _marker() -> str:
@@ -184,6 +200,9 @@ def test_a_fork_bomb_is_contained_and_cleaned_up(attacker: Attacker) -> None:
                           f"import os\nwhile True:\n    os.fork()  # {marker}", timeout_s=8)
     assert not result.ok
     assert wait_no_process_with(marker) == []
+    # pyexe's forks carry the driver's command line, not the marker: count what works in the workspace
+    own = _session_processes(attacker.session._proc.pid) if attacker.session._proc else set()
+    assert wait_for(lambda: set(processes_working_in(attacker.ws)) <= own)
     follow_up = attacker.run("echo alive", "print('alive')")
     assert "alive" in follow_up.content
 
