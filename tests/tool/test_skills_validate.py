@@ -111,6 +111,11 @@ def test_a_helper_reading_an_undefined_global_is_refused_too():
     assert "'SCALE' is not defined" in refused(source)
 
 
+def test_a_name_set_only_under_the_main_guard_does_not_count_as_defined():
+    source = skill_source(body="return a + b + SAMPLE") + '\nif __name__ == "__main__":\n    SAMPLE = 1\n'
+    assert "'SAMPLE' is not defined in the file" in refused(source)
+
+
 def test_module_constants_helpers_imports_and_comprehensions_are_fine():
     source = ("import math\nLIMIT = 10\n\ndef helper(x):\n    return x\n\n"
               + skill_source(body="total = sum(helper(v) for v in range(a))\nreturn min(total + b, LIMIT) + "

@@ -162,13 +162,33 @@ def _check_module_shape(tree: ast.Module) -> None:
                                 "code under `if __name__ == \"__main__\":`")
 
 
+def _module_names(tree: ast.Module) -> set[str]:
+    """Names the module defines when imported: not those set only under ``if __name__ == "__main__":``."""
+    names: set[str] = set()
+    for node in tree.body:
+        if _is_main_guard(node):
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            continue
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                names.add(sub.id)
+            elif isinstance(sub, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in sub.names)
+    for sub in ast.walk(tree):  # `global x` in a function that then sets x
+        if isinstance(sub, ast.Global):
+            names.update(sub.names)
+    return names
+
+
 def _check_free_names(source: str, filename: str, tree: ast.Module) -> None:
     """Every name a function reads is its own, the module's, or a builtin: no globals from elsewhere."""
     try:
         top = symtable.symtable(source, filename, "exec")
     except SyntaxError as exc:
         raise SkillInvalid(f"line {exc.lineno}: {exc.msg}", hint="fix the syntax error") from None
-    defined = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    defined = _module_names(tree)
     known = defined | _BUILTINS | MODULE_DUNDERS
     guards = [node for node in tree.body if _is_main_guard(node)]
     guard_lines = {n for g in guards for n in range(g.lineno, (g.end_lineno or g.lineno) + 1)}
