@@ -56,7 +56,7 @@ def test_a_deleted_file_is_no_longer_offered(setup: Setup):
     assert "skill double removed (its file is gone)" in setup.notices
 
 
-def test_a_bad_file_is_reported_once_not_loaded_and_the_others_still_work(setup: Setup):
+def test_a_bad_file_is_reported_once_not_loaded_and_the_others_still_work(setup: Setup, caplog):
     write(setup.skills / "good.py", skill_source("good", "return x", params="x: int"))
     write(setup.skills / "broken.py", "def broken(x: int) -> int:\n    return (\n")
     for _ in range(3):
@@ -65,6 +65,12 @@ def test_a_bad_file_is_reported_once_not_loaded_and_the_others_still_work(setup:
     assert reports == ["skill file skills/broken.py is not loaded: the file does not parse: line 2: "
                        "'(' was never closed (fix the syntax error)"]
     assert setup.call("good", x=7).content == "7"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == reports
+
+
+def test_a_skills_path_that_is_a_file_offers_nothing_and_raises_nothing(setup: Setup):
+    write(setup.root / "skills", "not a folder")
+    assert setup.names() == ["promote_skill"]
 
 
 def test_a_bad_file_is_reported_again_once_it_changes_and_loads_once_fixed(setup: Setup):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -130,6 +131,7 @@ def test_a_skill_cannot_reach_a_port_listening_on_the_host_s_loopback(setup: Set
     thread.start()
     try:
         drop(setup, "phone_home", f"""
+import os
 import socket
 try:
     socket.create_connection(("127.0.0.1", {port}), timeout=2).sendall(b"secret")
@@ -154,3 +156,16 @@ def test_a_skill_file_changed_after_its_check_is_not_run(setup: Setup):
         tool.fn(x=1)
     assert "changed after it was checked" in info.value.message
     assert setup.call("stable", x=2).content == "-2"  # the next step checks and offers the new file
+
+
+def test_with_the_sandbox_off_a_skill_still_runs_in_a_process_of_its_own(tmp_path: Path):
+    from boot.settings import Settings
+    from tool.skills import SkillLoader, SkillRunner
+
+    root = tmp_path / "ws"
+    write(root / "skills" / "whoami.py", skill_source("whoami", "import os\nreturn os.getpid()", params="x: int"))
+    settings = Settings(workspace=root, sandbox="off")
+    loader = SkillLoader(settings, runner=SkillRunner(settings), embedder=None)
+    tool = next(t for t in loader.tools() if t.name == "whoami")
+    value = tool.fn(x=1).data["value"]
+    assert isinstance(value, int) and value != os.getpid()

@@ -144,6 +144,17 @@ def test_an_import_inside_the_function_is_checked_too():
     assert "not installed" in refused(skill_source(body="import no_such_package_xyz\nreturn a + b"))
 
 
+def test_an_optional_import_guarded_by_import_error_may_be_missing():
+    source = ("try:\n    import no_such_package_xyz as fast\nexcept ImportError:\n    fast = None\n\n"
+              + skill_source(body="return a + b if fast is None else 0"))
+    assert analyse(source, "add").imports == ()
+
+
+def test_module_level_try_may_only_hold_imports_and_assignments():
+    source = "try:\n    import json\nexcept ImportError:\n    print('no json')\n\n" + skill_source()
+    assert "module-level code" in refused(source)
+
+
 def test_an_installed_package_is_accepted():
     assert analyse("import jsonschema\n" + skill_source(), "add").imports == ("jsonschema",)
 

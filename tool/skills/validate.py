@@ -108,8 +108,24 @@ def import_problem(module: str, cache: dict[str, str | None] | None = None) -> s
     return problem
 
 
+def _guarded_imports(tree: ast.Module) -> set[int]:
+    """ids of imports inside ``try:`` blocks that catch ImportError: optional, may be missing."""
+    guarded: set[int] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        caught = set()
+        for handler in node.handlers:
+            kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+            caught |= {k.id for k in kinds if isinstance(k, ast.Name)} if handler.type is not None else {"*"}
+        if caught & {"ImportError", "ModuleNotFoundError", "Exception", "BaseException", "*"}:
+            guarded |= {id(n) for stmt in node.body for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return guarded
+
+
 def _check_imports(tree: ast.Module, cache: dict[str, str | None] | None) -> tuple[str, ...]:
     found: list[str] = []
+    optional = _guarded_imports(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
@@ -126,6 +142,8 @@ def _check_imports(tree: ast.Module, cache: dict[str, str | None] | None) -> tup
             continue
         for name in names:
             problem = import_problem(name, cache)
+            if problem and problem.endswith("is not installed") and id(node) in optional:
+                continue  # `try: import fast_json except ImportError: ...` works without it
             if problem:
                 raise SkillInvalid(f"line {node.lineno}: {problem}",
                                    hint="use only the standard library and installed packages, and put helper "
@@ -152,9 +170,10 @@ def _check_module_shape(tree: ast.Module) -> None:
             continue
         if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             continue  # the module's docstring
-        if isinstance(node, ast.Try) and all(isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign, ast.Pass))
-                                             for part in (node.body, node.orelse, node.finalbody)
-                                             for n in part):
+        parts = (node.body, node.orelse, node.finalbody, *[h.body for h in node.handlers]) \
+            if isinstance(node, ast.Try) else ()
+        if parts and all(isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign, ast.Pass)) for part in parts
+                         for n in part):
             continue  # try: import fast_json except ImportError: ...
         raise SkillInvalid(f"line {node.lineno}: module-level code ({ast.unparse(node).splitlines()[0][:60]}) "
                            "would run on every call of the skill",
