@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
@@ -34,7 +34,7 @@ import numpy as np
 from core.errors import ConfigError, ToolError
 from store.embed import Embedder
 from store.migrations import migrate
-from store.vectors import SQL_ID_CHECKSUM, IndexUnreadable, VectorIndex, remove_stale_temporaries
+from store.vectors import IndexCache, VectorIndex
 
 KINDS = ("fact", "lesson", "preference", "snippet")
 DB_NAME = "memory.db"
@@ -124,15 +124,13 @@ class ImportSummary:
     duplicates: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class IndexReport:
-    """What :meth:`MemoryStore.reindex` found and did."""
+    """What :meth:`MemoryStore.reindex` did."""
 
     vectors: int = 0
     embedded: int = 0
-    rebuilt_because: str = ""
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --- small pure helpers ------------------------------------------------------------------------
@@ -232,10 +230,6 @@ class MemoryStore:
         self.near_duplicate = near_duplicate
         self.show_progress = sys.stderr.isatty() if progress is None else progress
         self._lock = threading.RLock()
-        self._index: VectorIndex | None = None
-        self._index_gen = 0  # the write generation the in-memory index reflects
-        self._max_id = 0  # ids above this are new rows: nothing to remove before adding them
-        self._dirty = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions start where we say; the timeout waits out a writer
@@ -250,6 +244,8 @@ class MemoryStore:
             raise ConfigError(f"cannot open the memory database {self.path}: {exc}",
                               hint="if the file is damaged, move it away; `memory import` restores an export") from None
         self.store_id = self._meta("store_id")
+        self._cache = IndexCache(self._db, self.index_path, store_id=self.store_id, embedder=embedder,
+                                 progress=self._progress)
 
     @classmethod
     def for_workspace(cls, workspace: str | os.PathLike[str], embedder: Embedder, **kwargs: Any) -> "MemoryStore":
@@ -260,7 +256,7 @@ class MemoryStore:
         with self._lock:
             if self._db is None:
                 return
-            self._save_index()
+            self._cache.save()
             self._db.close()
             self._db = None  # type: ignore[assignment]
 
@@ -316,90 +312,9 @@ class MemoryStore:
     def _vectors(self) -> VectorIndex:
         """The index, loaded or rebuilt on first use and caught up with every process's writes."""
         with self._lock:
-            if self._index is None:
+            if not self._cache.loaded:
                 self._embed_missing()
-                self._open_index()
-            else:
-                self._catch_up()
-            assert self._index is not None
-            return self._index
-
-    def _live_signature(self) -> tuple[int, int]:
-        row = self._db.execute(f"SELECT count(*), {SQL_ID_CHECKSUM} FROM memories WHERE deleted = 0 "
-                               "AND embedding IS NOT NULL AND embed_model = ?", (self.embedder.name,)).fetchone()
-        return int(row[0]), int(row[1])
-
-    def _open_index(self) -> None:
-        remove_stale_temporaries(self.index_path)
-        reason = ""
-        try:
-            index, header = VectorIndex.load(self.index_path)
-            if header.get("store_id") != self.store_id:
-                reason = "it belongs to another memory database"
-            elif header.get("model") != self.embedder.name or index.dim != self.embedder.dim:
-                reason = f"it was made with the embedding model {header.get('model')!r}"
-            elif int(header.get("generation", -1)) > self.generation():
-                reason = "it is newer than the database"
-            else:
-                self._index, self._index_gen = index, int(header["generation"])
-                ids = index.ids()
-                self._max_id = int(ids.max()) if ids.size else 0
-                self._catch_up()
-                if (len(index), index.checksum()) != self._live_signature():
-                    reason = "its vectors do not match the database"
-        except IndexUnreadable as exc:
-            reason = str(exc)
-        if reason:
-            self._rebuild(reason)
-
-    def _catch_up(self) -> None:
-        """Apply the rows written (by any process) since the index's generation."""
-        assert self._index is not None
-        if self.generation() == self._index_gen:
-            return
-        self._db.execute("BEGIN")  # one snapshot: the generation and the rows agree
-        try:
-            gen = int(self._meta("generation"))
-            rows = self._db.execute("SELECT id, deleted, embedding, embed_model FROM memories WHERE gen > ? "
-                                    "ORDER BY id", (self._index_gen,)).fetchall()
-        finally:
-            self._db.execute("COMMIT")
-        old = np.array([r["id"] for r in rows if r["id"] <= self._max_id], dtype=np.int64)
-        self._index.remove(old)
-        keep = [r for r in rows if not r["deleted"] and r["embedding"] is not None
-                and r["embed_model"] == self.embedder.name]
-        if keep:
-            ids = np.array([r["id"] for r in keep], dtype=np.int64)
-            self._index.add(ids, np.frombuffer(b"".join(r["embedding"] for r in keep), dtype=np.float32)
-                            .reshape(len(keep), -1))
-            self._max_id = max(self._max_id, int(ids.max()))
-        self._index_gen = gen
-        self._dirty = True
-
-    def _rebuild(self, reason: str) -> IndexReport:
-        """A fresh index from the embeddings stored in SQLite; saved at once."""
-        start = time.perf_counter()
-        name = self.embedder.name
-        self._db.execute("BEGIN")
-        try:
-            gen = int(self._meta("generation"))
-            total = self._db.execute("SELECT count(*) FROM memories WHERE deleted = 0 AND embedding IS NOT NULL "
-                                     "AND embed_model = ?", (name,)).fetchone()[0]
-            index = VectorIndex(self.embedder.dim)
-            cursor = self._db.execute("SELECT id, embedding FROM memories WHERE deleted = 0 AND embedding IS NOT NULL "
-                                      "AND embed_model = ? ORDER BY id", (name,))
-            with self._progress(total, "rebuilding the memory index") as advance:
-                while rows := cursor.fetchmany(4096):
-                    ids = np.array([r[0] for r in rows], dtype=np.int64)
-                    index.add(ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1))
-                    advance(len(rows))
-        finally:
-            self._db.execute("COMMIT")
-        ids = index.ids()
-        self._index, self._index_gen, self._max_id = index, gen, int(ids.max()) if ids.size else 0
-        self._dirty = True
-        self._save_index(force=True)
-        return IndexReport(vectors=len(index), rebuilt_because=reason, seconds=time.perf_counter() - start)
+            return self._cache.get()
 
     def _embed_missing(self, everything: bool = False) -> int:
         """Embed live rows that have no vector from the current model (old schema, imports, model change)."""
@@ -420,29 +335,6 @@ class MemoryStore:
                                          "WHERE id = ? AND hash = ?", (_blob(vector), name, gen, row["id"], row["hash"]))
                 advance(len(chunk))
         return len(todo)
-
-    def _save_index(self, force: bool = False) -> None:
-        """Write the index file unless it is unchanged or another process saved a newer one.
-
-        ``force`` (after a rebuild): write even when the file's header claims to be newer, since
-        a damaged file can carry an intact header.
-        """
-        if self._index is None or not self._dirty:
-            return
-        if not force and self._newer_file_on_disk():
-            self._dirty = False
-            return
-        self._index.save(self.index_path, {"store_id": self.store_id, "generation": self._index_gen,
-                                           "model": self.embedder.name})
-        self._dirty = False
-
-    def _newer_file_on_disk(self) -> bool:
-        try:
-            header = VectorIndex.load_header(self.index_path)
-        except IndexUnreadable:
-            return False
-        return (header.get("store_id") == self.store_id and header.get("model") == self.embedder.name
-                and int(header.get("generation", -1)) >= self._index_gen)
 
     @contextmanager
     def _progress(self, total: int, description: str) -> Iterator[Callable[[int], None]]:
@@ -566,8 +458,7 @@ class MemoryStore:
                 self._history(new_id, "add", text, kind, _tags_column(tags))
                 placed[pos] = new_id
                 results.append(AddResult("added", self._get_row(new_id)))
-        if self._index is not None:
-            self._catch_up()
+        self._cache.refresh()
         return results
 
     def forget(self, memory_id: int) -> Memory:
@@ -580,8 +471,7 @@ class MemoryStore:
             self._db.execute("UPDATE memories SET deleted = 1, embedding = NULL, updated = ?, gen = ? WHERE id = ?",
                              (time.time(), gen, memory_id))
             self._history(memory_id, "forget", row["text"], row["kind"], row["tags"])
-        if self._index is not None:
-            self._catch_up()
+        self._cache.refresh()
         return _row_to_memory(row)
 
     # --- reading -------------------------------------------------------------------------------
@@ -754,10 +644,14 @@ class MemoryStore:
             with self._write():
                 self._db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('delete-all')")
                 self._db.execute("INSERT INTO memories_fts (rowid, text) SELECT id, text FROM memories WHERE deleted = 0")
+            start = time.perf_counter()
             embedded = self._embed_missing(everything=reembed)
-            report = self._rebuild("asked")
-            report.embedded = embedded
-            return report
+            vectors = self._cache.rebuild()
+            return IndexReport(vectors=vectors, embedded=embedded, seconds=time.perf_counter() - start)
+
+    def warm(self) -> int:
+        """Load (or rebuild) the vector index now rather than at the first search; returns its size."""
+        return len(self._vectors())
 
     def check(self) -> dict[str, Any]:
         """SQLite's integrity check, and whether the vector index matches the database."""
@@ -765,7 +659,7 @@ class MemoryStore:
             integrity = [r[0] for r in self._db.execute("PRAGMA integrity_check")]
             index = self._vectors()
             return {"integrity": integrity, "memories": self.count(), "vectors": len(index),
-                    "index_in_step": (len(index), index.checksum()) == self._live_signature()}
+                    "index_in_step": self._cache.in_step()}
 
 
 class RecallSection:

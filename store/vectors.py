@@ -1,5 +1,8 @@
 """The FAISS index of memory vectors: exact inner product, ids = SQLite row ids, a file on disk.
 
+:class:`VectorIndex` is the index and its file; :class:`IndexCache` keeps one in step with the
+memories table (load, catch up with other processes' writes, rebuild, save).
+
 The index is a cache of what SQLite holds. Its file starts with a small JSON header saying which
 database (``store_id``), which write generation, which model and how many vectors it reflects,
 then the FAISS index itself; the whole file is written to a temporary name and renamed into
@@ -14,11 +17,15 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from store.embed import Embedder
 
 MAGIC = b"LCMEMVEC"
 FORMAT = 1
@@ -184,3 +191,136 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> None:
             tmp.unlink(missing_ok=True)
         except PermissionError:  # alive, someone else's
             continue
+
+
+class IndexCache:
+    """The FAISS index of one memory database, kept in step with the ``memories`` table.
+
+    Reads the columns ``id``, ``deleted``, ``embedding``, ``embed_model`` and ``gen`` and the
+    ``generation`` in ``memory_meta`` (see ``store/migrations.py``); never writes the database.
+    The caller serialises calls (``MemoryStore`` holds its lock).
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path, *, store_id: str, embedder: "Embedder",
+                 progress: Callable[[int, str], ContextManager[Callable[[int], None]]]) -> None:
+        self.db = db
+        self.path = path
+        self.store_id = store_id
+        self.embedder = embedder
+        self._progress = progress
+        self._index: VectorIndex | None = None
+        self._gen = 0  # the write generation the in-memory index reflects
+        self._max_id = 0  # ids above this are new rows: nothing to remove before adding them
+        self._dirty = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._index is not None
+
+    def _generation(self) -> int:
+        return int(self.db.execute("SELECT value FROM memory_meta WHERE key = 'generation'").fetchone()[0])
+
+    def get(self) -> VectorIndex:
+        """The index: loaded (or rebuilt) on first use, then caught up with every process's writes."""
+        if self._index is None:
+            self._open()
+        else:
+            self.refresh()
+        assert self._index is not None
+        return self._index
+
+    def live_signature(self) -> tuple[int, int]:
+        """Count and id checksum of the rows that belong in the index."""
+        row = self.db.execute(f"SELECT count(*), {SQL_ID_CHECKSUM} FROM memories WHERE deleted = 0 "
+                              "AND embedding IS NOT NULL AND embed_model = ?", (self.embedder.name,)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def in_step(self) -> bool:
+        index = self.get()
+        return (len(index), index.checksum()) == self.live_signature()
+
+    def _open(self) -> None:
+        remove_stale_temporaries(self.path)
+        reason = ""
+        try:
+            index, header = VectorIndex.load(self.path)
+            if header.get("store_id") != self.store_id:
+                reason = "it belongs to another memory database"
+            elif header.get("model") != self.embedder.name or index.dim != self.embedder.dim:
+                reason = f"it was made with the embedding model {header.get('model')!r}"
+            elif int(header.get("generation", -1)) > self._generation():
+                reason = "it is newer than the database"
+            else:
+                self._index, self._gen = index, int(header["generation"])
+                ids = index.ids()
+                self._max_id = int(ids.max()) if ids.size else 0
+                self.refresh()
+                if not self.in_step():
+                    reason = "its vectors do not match the database"
+        except IndexUnreadable as exc:
+            reason = str(exc)
+        if reason:
+            self.rebuild()
+
+    def refresh(self) -> None:
+        """Apply the rows written (by any process) since the index's generation; no-op before loading."""
+        if self._index is None or self._generation() == self._gen:
+            return
+        self.db.execute("BEGIN")  # one snapshot: the generation and the rows agree
+        try:
+            gen = self._generation()
+            rows = self.db.execute("SELECT id, deleted, embedding, embed_model FROM memories WHERE gen > ? "
+                                   "ORDER BY id", (self._gen,)).fetchall()
+        finally:
+            self.db.execute("COMMIT")
+        self._index.remove(np.array([r[0] for r in rows if r[0] <= self._max_id], dtype=np.int64))
+        keep = [r for r in rows if not r[1] and r[2] is not None and r[3] == self.embedder.name]
+        if keep:
+            ids = np.array([r[0] for r in keep], dtype=np.int64)
+            self._index.add(ids, np.frombuffer(b"".join(r[2] for r in keep), dtype=np.float32).reshape(len(keep), -1))
+            self._max_id = max(self._max_id, int(ids.max()))
+        self._gen = gen
+        self._dirty = True
+
+    def rebuild(self) -> int:
+        """A fresh index from the embeddings stored in SQLite, saved at once; returns its size."""
+        name = self.embedder.name
+        self.db.execute("BEGIN")
+        try:
+            gen = self._generation()
+            total = self.db.execute("SELECT count(*) FROM memories WHERE deleted = 0 AND embedding IS NOT NULL "
+                                    "AND embed_model = ?", (name,)).fetchone()[0]
+            index = VectorIndex(self.embedder.dim)
+            cursor = self.db.execute("SELECT id, embedding FROM memories WHERE deleted = 0 AND embedding IS NOT NULL "
+                                     "AND embed_model = ? ORDER BY id", (name,))
+            with self._progress(total, "rebuilding the memory index") as advance:
+                while rows := cursor.fetchmany(4096):
+                    ids = np.array([r[0] for r in rows], dtype=np.int64)
+                    index.add(ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1))
+                    advance(len(rows))
+        finally:
+            self.db.execute("COMMIT")
+        ids = index.ids()
+        self._index, self._gen, self._max_id = index, gen, int(ids.max()) if ids.size else 0
+        self._dirty = True
+        # forced: a damaged file can carry an intact header claiming to be current
+        self.save(force=True)
+        return len(index)
+
+    def save(self, force: bool = False) -> None:
+        """Write the index file unless it is unchanged or another process saved a newer one."""
+        if self._index is None or not self._dirty:
+            return
+        if not force and self._newer_file_on_disk():
+            self._dirty = False
+            return
+        self._index.save(self.path, {"store_id": self.store_id, "generation": self._gen, "model": self.embedder.name})
+        self._dirty = False
+
+    def _newer_file_on_disk(self) -> bool:
+        try:
+            header = VectorIndex.load_header(self.path)
+        except IndexUnreadable:
+            return False
+        return (header.get("store_id") == self.store_id and header.get("model") == self.embedder.name
+                and int(header.get("generation", -1)) >= self._gen)

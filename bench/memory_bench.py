@@ -1,0 +1,209 @@
+"""Memory store figures at 100,000 memories.
+
+    .venv/bin/python bench/memory_bench.py [--memories 100000] [--sample 2000] [--queries 200] [--no-hnsw]
+
+1. Embedding throughput of all-MiniLM-L6-v2 on this machine, on a sample of real sentences.
+2. Insert throughput: the bulk (``--memories``) with precomputed vectors (embedding excluded; the
+   near-duplicate check off, as for a bulk load), then ``--sample`` more through the ordinary path
+   (embedding and near-duplicate check included) and with precomputed vectors but the check on.
+   Embedding 100k texts here would take many minutes, so the bulk's vectors are synthetic (random
+   unit vectors): search cost does not depend on what the vectors mean.
+3. Hybrid search latency (query embedding + FTS5 BM25 + FAISS + fusion + rows), p50/p95, with its
+   parts measured alone.
+4. The vector search against a brute-force numpy scan of the same matrix (and, unless
+   ``--no-hnsw``, an HNSW index: build time, latency, recall@10), all in this run.
+5. Index rebuild from SQLite (FAISS file deleted), index load from its file, and disk size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from store.embed import SentenceTransformerEmbedder  # noqa: E402
+from store.memory import MemoryInput, MemoryStore  # noqa: E402
+
+SUBJECTS = ["the build", "the test suite", "the deploy script", "the staging database", "the API client",
+            "the cache layer", "the worker queue", "the login page", "the CSV importer", "the search index",
+            "the billing job", "the mobile app", "the docs site", "the metrics exporter", "the backup task"]
+VERBS = ["fails when", "is slow because", "needs", "breaks if", "works only after", "must run before",
+         "logs an error when", "times out unless", "should be restarted after", "uses"]
+OBJECTS = ["the VPN is down", "Redis is not running", "the disk is full", "a migration is pending",
+           "the token has expired", "DEBUG is set", "two workers share a lock", "the proxy rewrites headers",
+           "pandas reads semicolons", "the clock drifts", "the cert is renewed", "uvicorn reloads"]
+QUERIES = ["why does the build fail", "what slows down the test suite", "deploy problems with the VPN",
+           "database migration pending", "cache layer and redis", "worker queue timeouts",
+           "login page token expired", "how to import CSV files", "search index is slow", "backup task disk full"]
+
+
+def percentile(values: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(values), p))
+
+
+def sentences(n: int, rng: random.Random) -> list[str]:
+    return [f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(VERBS)} {rng.choice(OBJECTS)} "
+            f"(note {i}, code E{rng.randrange(10**6):06d})" for i in range(n)]
+
+
+def synthetic_texts(n: int, rng: random.Random) -> list[str]:
+    """Text with a Zipf-like vocabulary, so FTS5 sees common and rare words like in real notes."""
+    vocab = [f"w{i}" for i in range(20000)]
+    weights = [1.0 / (i + 1) for i in range(len(vocab))]
+    words = rng.choices(vocab, weights=weights, k=n * 12)
+    return [" ".join(words[i * 12:(i + 1) * 12]) + f" id{i}" for i in range(n)]
+
+
+def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def timed(fn, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--memories", type=int, default=100_000)
+    ap.add_argument("--sample", type=int, default=2000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--no-hnsw", action="store_true")
+    args = ap.parse_args()
+    rng = random.Random(7)
+    rows: list[tuple[str, str, str]] = []
+    embedder = SentenceTransformerEmbedder()
+    embedder.embed(["warm up"])
+
+    sample = sentences(args.sample, rng)
+    t = time.perf_counter()
+    sample_vectors = embedder.embed(sample)
+    embed_rate = args.sample / (time.perf_counter() - t)
+    rows.append(("embedding throughput (MiniLM, batches of 64)", f"{embed_rate:,.0f} texts/s",
+                 f"{args.sample} real sentences; 100k would take {args.memories / embed_rate / 60:.1f} min"))
+
+    folder = Path(tempfile.mkdtemp(prefix="memory-bench-"))
+    db = folder / "memory.db"
+    store = MemoryStore(db, embedder, progress=False)
+    bulk = synthetic_texts(args.memories, rng)
+    vectors = unit_vectors(args.memories, embedder.dim, seed=1)
+    t = time.perf_counter()
+    store.add_many([MemoryInput(text, "fact") for text in bulk], vectors=vectors, batch_size=1000,
+                   near_duplicates=False)
+    bulk_s = time.perf_counter() - t
+    rows.append((f"bulk insert of {args.memories:,}, precomputed vectors, no near-dup check",
+                 f"{args.memories / bulk_s:,.0f} memories/s", f"{bulk_s:.1f} s, batches of 1000"))
+
+    t = time.perf_counter()
+    store.warm()
+    first_load_s = time.perf_counter() - t
+    half = args.sample // 2
+    t = time.perf_counter()
+    store.add_many([MemoryInput(text, "lesson") for text in sample[:half]])
+    full_rate = half / (time.perf_counter() - t)
+    t = time.perf_counter()
+    store.add_many([MemoryInput(text, "lesson") for text in sample[half:]], vectors=sample_vectors[half:])
+    check_rate = (args.sample - half) / (time.perf_counter() - t)
+    rows.append((f"insert, embedding + near-dup check included (into {args.memories // 1000}k)",
+                 f"{full_rate:,.0f} memories/s", f"{half} real sentences, batches of 256"))
+    rows.append(("insert, precomputed vectors, near-dup check on", f"{check_rate:,.0f} memories/s",
+                 f"×{check_rate / full_rate:.1f} the row above: embedding is the cost"))
+
+    queries = [rng.choice(QUERIES) + f" {rng.choice(SUBJECTS)}" for _ in range(args.queries)]
+    for q in queries[:5]:
+        store.search(q, k=5)
+    lat = [timed(lambda q=q: store.search(q, k=5), 1)[0] for q in queries]
+    embed_ms = [timed(lambda q=q: embedder.embed([q]), 1)[0] for q in queries]
+    rows.append(("hybrid search, k=5 (query embedding included)",
+                 f"p50 {percentile(lat, 50):.1f} ms, p95 {percentile(lat, 95):.1f} ms",
+                 f"{args.queries} queries; target p50 < 20 ms"))
+    rows.append(("  of which: query embedding alone", f"p50 {percentile(embed_ms, 50):.1f} ms",
+                 f"p95 {percentile(embed_ms, 95):.1f} ms"))
+    fts_ms = []
+    for q in queries:
+        from store.memory import fts_query
+
+        match = fts_query(q)
+        t = time.perf_counter()
+        store._db.execute("SELECT m.id FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid WHERE "
+                          "memories_fts MATCH ? AND m.deleted = 0 ORDER BY memories_fts.rank LIMIT 40",
+                          (match,)).fetchall()
+        fts_ms.append((time.perf_counter() - t) * 1000)
+    rows.append(("  of which: FTS5 BM25 top 40 alone", f"p50 {percentile(fts_ms, 50):.1f} ms",
+                 f"p95 {percentile(fts_ms, 95):.1f} ms"))
+    word_q = [f"w{rng.randrange(5, 2000)} w{rng.randrange(5, 2000)}" for _ in range(args.queries)]
+    word_lat = [timed(lambda q=q: store.search(q, k=5), 1)[0] for q in word_q]
+    rows.append(("hybrid search, queries of the bulk's own words", f"p50 {percentile(word_lat, 50):.1f} ms, "
+                 f"p95 {percentile(word_lat, 95):.1f} ms", "FTS5 has thousands of matches to rank"))
+
+    index = store._vectors()
+    matrix = np.ascontiguousarray(np.concatenate([vectors, sample_vectors]))
+    qv = unit_vectors(args.queries, embedder.dim, seed=2)
+    faiss_ms = [timed(lambda i=i: index.search(qv[i], 40), 1)[0] for i in range(args.queries)]
+
+    def numpy_scan(q: np.ndarray) -> np.ndarray:
+        scores = matrix @ q
+        top = np.argpartition(-scores, 40)[:40]
+        return top[np.argsort(-scores[top])]
+
+    numpy_ms = [timed(lambda i=i: numpy_scan(qv[i]), 1)[0] for i in range(args.queries)]
+    rows.append((f"vector search, FAISS flat IP, top 40 of {len(index):,}", f"p50 {percentile(faiss_ms, 50):.1f} ms",
+                 f"numpy brute-force scan of the same matrix: p50 {percentile(numpy_ms, 50):.1f} ms "
+                 f"(FAISS ×{percentile(numpy_ms, 50) / percentile(faiss_ms, 50):.1f} faster)"))
+    if not args.no_hnsw:
+        import faiss
+
+        hnsw = faiss.IndexHNSWFlat(embedder.dim, 32, faiss.METRIC_INNER_PRODUCT)
+        t = time.perf_counter()
+        hnsw.add(matrix)
+        build_s = time.perf_counter() - t
+        faiss.omp_set_num_threads(1)
+        hnsw_ms = [timed(lambda i=i: hnsw.search(qv[i:i + 1], 10), 1)[0] for i in range(args.queries)]
+        recall = np.mean([len(set(hnsw.search(qv[i:i + 1], 10)[1][0]) & set(numpy_scan(qv[i])[:10].tolist())) / 10
+                          for i in range(args.queries)])
+        rows.append(("HNSW32 (not used): build / search / recall@10", f"{build_s:.0f} s / p50 "
+                     f"{percentile(hnsw_ms, 50):.2f} ms / {recall:.2f}",
+                     "no removal of vectors; rebuild ×{:.0f} slower than flat".format(build_s / max(first_load_s, 1e-3))))
+
+    store.close()
+    index_path = db.with_suffix(".faiss")
+    t = time.perf_counter()
+    with MemoryStore(db, embedder, progress=False) as again:
+        open_n = again.warm()
+    load_s = time.perf_counter() - t
+    index_path.unlink()
+    t = time.perf_counter()
+    with MemoryStore(db, embedder, progress=False) as again:
+        again.warm()
+    rebuild_s = time.perf_counter() - t
+    rows.append((f"open store + load FAISS file ({open_n:,} vectors, checksum verified)", f"{load_s * 1000:.0f} ms", ""))
+    rows.append(("open store + rebuild index from SQLite (file deleted) + save", f"{rebuild_s:.2f} s",
+                 f"×{rebuild_s / load_s:.1f} the load"))
+    db_mb = sum(p.stat().st_size for p in folder.glob("memory.db*")) / 2**20
+    rows.append(("disk: SQLite (text, FTS5, history, float32 vectors)", f"{db_mb:,.0f} MiB",
+                 f"FAISS file: {index_path.stat().st_size / 2**20:,.0f} MiB; raw vectors alone: "
+                 f"{matrix.nbytes / 2**20:,.0f} MiB"))
+
+    print(f"Memory store, {args.memories:,} memories, {os.cpu_count()} CPU cores\n")
+    print("| figure | value | notes / peer in the same run |")
+    print("| --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
