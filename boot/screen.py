@@ -269,7 +269,12 @@ class PlainScreen(AgentEvents):
 # --- the chat: rich --------------------------------------------------------------------------------
 
 class ChatScreen(AgentEvents):
-    """Rich rendering for the interactive chat; :meth:`turn` brackets one run."""
+    """Rich rendering for the interactive chat; :meth:`begin` and :meth:`end` bracket one turn.
+
+    Lock order: rich's live region takes its own lock and then asks :meth:`view` for the picture
+    (which takes ``_lock``), so nothing here prints while holding ``_lock``: state changes under
+    the lock, printing after it is released.
+    """
 
     def __init__(self, console: Any) -> None:
         from rich.live import Live
@@ -300,9 +305,9 @@ class ChatScreen(AgentEvents):
 
         self._live.stop()
         with self._lock:
-            if self._buffer.strip():
-                self.console.print(Text(self._buffer.rstrip() + " …", style="dim"))
-            self._buffer = ""
+            cut, self._buffer = self._buffer.rstrip(), ""
+        if cut.strip():
+            self.console.print(Text(cut + " …", style="dim"))
 
     def view(self) -> Any:
         from rich.console import Group
@@ -310,15 +315,14 @@ class ChatScreen(AgentEvents):
         from rich.text import Text
 
         with self._lock:
-            parts: list[Any] = []
-            if self._buffer:
-                # the streaming answer: only its tail fits under the fold; the full text is printed at the end
-                room = max(3, self.console.size.height - 4)
-                lines = self._buffer.splitlines()[-room:]
-                parts.append(Text("\n".join(lines)))
-            what = self._state.describe()
-            if what:
-                parts.append(Spinner("dots", Text(what, style="dim")))
+            buffer, what = self._buffer, self._state.describe()
+        parts: list[Any] = []
+        if buffer:
+            # the streaming answer: only its tail fits under the fold; the full text is printed at the end
+            room = max(3, self.console.size.height - 4)
+            parts.append(Text("\n".join(buffer.splitlines()[-room:])))
+        if what:
+            parts.append(Spinner("dots", Text(what, style="dim")))
         return Group(*parts)
 
     # events ---------------------------------------------------------------------------------------
@@ -339,34 +343,29 @@ class ChatScreen(AgentEvents):
         with self._lock:
             self._state.clear()
             self._buffer = ""
-            shown = text.strip()
-            if not shown:
-                return
-            if calls:
-                self.console.print(Text(shown, style="italic"))
-            else:
-                self.console.print(Markdown(shown))
+        shown = text.strip()
+        if shown:
+            self.console.print(Text(shown, style="italic") if calls else Markdown(shown))
 
     def tool_start(self, call: ToolCall) -> None:
         from rich.text import Text
 
         with self._lock:
             self._state.running[call.id] = (call.name, time.monotonic())
-            self.console.print(Text("→ ", style="cyan") + Text(call_brief(call)))
+        self.console.print(Text("→ ", style="cyan") + Text(call_brief(call)))
 
     def tool_end(self, call: ToolCall, result: ToolResult, duration_s: float) -> None:
         from rich.text import Text
 
         with self._lock:
             self._state.running.pop(call.id, None)
-            mark = Text("  ✓ ", style="green") if result.ok else Text("  ✗ ", style="red")
-            self.console.print(mark + Text(result_brief(result)) + Text(f" ({seconds(duration_s)})", style="dim"))
+        mark = Text("  ✓ ", style="green") if result.ok else Text("  ✗ ", style="red")
+        self.console.print(mark + Text(result_brief(result)) + Text(f" ({seconds(duration_s)})", style="dim"))
 
     def notice(self, message: str) -> None:
         from rich.text import Text
 
-        with self._lock:
-            self.console.print(Text(f"note: {message}", style="yellow"))
+        self.console.print(Text(f"note: {message}", style="yellow"))
 
     def usage(self, total: Usage, context_used: int, context_size: int | None) -> None:
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 import pytest
@@ -119,3 +120,37 @@ def test_a_line_starting_with_a_path_is_a_task_not_a_command():
 
     assert [is_command(line) for line in ("/help", "/resume 3f2a", "/?", "/memory flaky test", "/")] == [True] * 5
     assert [is_command(line) for line in ("/usr/bin/python crashes", "/tmp/x.py fails", "fix /help")] == [False] * 3
+
+
+def test_the_chat_screen_prints_from_the_loop_while_the_live_region_redraws_without_deadlock():
+    from rich.console import Console
+
+    from boot.screen import ChatScreen
+
+    screen = ChatScreen(Console(file=io.StringIO(), force_terminal=True, width=80, height=24))
+    screen.begin()
+    stop = threading.Event()
+
+    def redraw() -> None:  # what rich's refresh thread does, as often as possible
+        while not stop.is_set():
+            screen._live.refresh()
+
+    def loop_events() -> None:
+        call = ToolCall("read_file", {"path": "a.py"})
+        for i in range(300):
+            screen.thinking(i)
+            screen.text(f"piece {i} ")
+            screen.tool_start(call)
+            screen.tool_end(call, ToolResult("x", summary="read a.py"), 0.01)
+            screen.assistant_done(f"answer {i}", ())
+            screen.notice("compacted")
+
+    drawer = threading.Thread(target=redraw, daemon=True)
+    worker = threading.Thread(target=loop_events, daemon=True)
+    drawer.start()
+    worker.start()
+    worker.join(60)
+    stop.set()
+    drawer.join(10)
+    assert not worker.is_alive() and not drawer.is_alive(), "the chat screen deadlocked"
+    screen.end()
