@@ -227,3 +227,17 @@ def test_the_chat_does_not_start_without_a_server_and_says_so_in_one_line(chat, 
     assert [ln for ln in term.text.splitlines() if ln.strip()] == [
         "error: no model server answers at http://127.0.0.1:9/v1 (start one with `bash runsv.sh`, or give "
         "--model-url (AGENT_MODEL_URL) for another OpenAI-compatible engine)"]
+
+
+def test_p_on_a_terminal_shows_a_spinner_while_the_model_thinks_and_ctrl_c_ends_it(cli_argv, make_env, scripted,
+                                                                                   tmp_path):
+    server = scripted([{"text": "never arrives", "stall_after": 0}])
+    argv = cli_argv("-p", "think hard", server=server)
+    term = Terminal(argv, make_env(TERM="xterm-256color"), str(tmp_path))
+    term.wait_for("thinking 0.")  # the spinner counts the seconds
+    term.wait_for("thinking 1.")
+    term.child.sendintr()
+    term.wait_for("interrupting… (Ctrl-C again to leave at once)")
+    term.wait_for("interrupted")
+    assert term.exit_status() == 130
+    assert server.client_left.wait(10)
