@@ -3,7 +3,8 @@
 The check command is ``AGENT_CHECK_COMMAND``, or ``python -m pytest -q -x`` when the workspace has a
 ``tests/`` folder and the sandbox's Python can import pytest; with neither, the judge accepts
 silently. It runs in the sandbox (``core.sandbox``) with a timeout, stdout and stderr together, and
-stops at once when the person presses Ctrl-C. A failure (non-zero exit, timeout) goes back to the
+stops at once when the person presses Ctrl-C. Bytecode older than its source is removed first
+(:func:`purge_stale_bytecode`). A failure (non-zero exit, timeout) goes back to the
 model with the output clipped to its head and tail, up to ``AGENT_JUDGE_ROUNDS`` times in one run;
 the next failure ends the run with status ``checks_failed`` and the output's last lines.
 
@@ -47,10 +48,6 @@ PYTEST_NO_TESTS = 5  # pytest's exit code when it collected nothing
 MIN_TIMEOUT_S = 300.0
 OUTPUT_TOKENS = 1000
 TAIL_LINES = 20
-#: Python trusts a .pyc whose recorded source mtime (whole seconds) and size match, so a same-size
-#: edit made in the same second as an earlier run (the model's own pytest) would go unseen: checks
-#: read and write bytecode only under an empty prefix in the sandbox's private /tmp
-FRESH_BYTECODE = {"PYTHONPYCACHEPREFIX": "/tmp/pycache", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 class ChecksFailed(RunEnded):
@@ -131,6 +128,51 @@ def changed_since(root: Path, since: float, *, limit: int = SCAN_LIMIT) -> bool:
     return False
 
 
+def purge_stale_bytecode(root: Path, *, limit: int = SCAN_LIMIT) -> int:
+    """Remove the workspace's ``.pyc`` files written before their source last changed; returns how many.
+
+    Python trusts a ``.pyc`` whose recorded source mtime (whole seconds) and size match, so a fix of
+    the same size written within the second after the model's own test run would run the old code
+    in the check. A removed ``.pyc`` is only a cache: Python writes it again.
+    """
+    removed = seen = 0
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                dirs = [e for e in entries if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        for entry in dirs:
+            seen += 1
+            if seen > limit:
+                return removed
+            if entry.name == "__pycache__":
+                removed += _purge_cache_dir(folder, entry.path)
+            elif entry.name not in SKIP_DIRS:
+                stack.append(entry.path)
+    return removed
+
+
+def _purge_cache_dir(source_dir: str, cache_dir: str) -> int:
+    removed = 0
+    try:
+        with os.scandir(cache_dir) as entries:
+            compiled = [e for e in entries if e.name.endswith(".pyc") and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return 0
+    for entry in compiled:
+        source = os.path.join(source_dir, entry.name.split(".", 1)[0] + ".py")
+        try:
+            if os.lstat(source).st_mtime_ns > entry.stat(follow_symlinks=False).st_mtime_ns:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:  # no source (a deleted module) or already gone: Python ignores it either way
+            continue
+    return removed
+
+
 def files_changed(calls: Iterable[ToolCallRecord], root: Path, since: float) -> bool:
     """Whether this run's tool calls changed files (see the module's docstring for how)."""
     look = False
@@ -209,7 +251,8 @@ class Judge:
         """Run ``command`` in the sandbox (stdout and stderr together) until it exits, times out or ``cancel``."""
         start = time.monotonic()
         # one stream keeps pytest's report and any stderr in the order they were written
-        proc = sandbox.start(f"exec 2>&1\n{command}", self.policy, env=FRESH_BYTECODE, stderr=False)
+        purge_stale_bytecode(self.policy.workspace)
+        proc = sandbox.start(f"exec 2>&1\n{command}", self.policy, stderr=False)
         proc.stdin.close()
         capture = _Capture(self.policy.output_bytes)
         # the reader owns a copy of the descriptor: kill() may close the pipe while it reads

@@ -20,7 +20,8 @@ from core import sandbox
 from core.messages import Message, ToolCall
 from core.tools import Tool
 from flow.events import ToolCallRecord
-from flow.judge import CLOCK_SLACK_S, PYTEST_COMMAND, Judge, changed_since, detect_check_command, files_changed
+from flow.judge import (CLOCK_SLACK_S, PYTEST_COMMAND, Judge, changed_since, detect_check_command, files_changed,
+                        purge_stale_bytecode)
 from gate.scripted import ScriptedGateway
 
 from flow_helpers import Recorder
@@ -155,7 +156,6 @@ def test_a_failing_test_goes_back_to_the_model_until_its_fix_passes(project, bwr
         result = agent.run("fix calc.add so the tests pass")
     assert (result.status, result.answer) == ("done", "Now add is fixed.")
     assert (project / "calc.py").read_text() == FIXED
-    assert not (project / "__pycache__").exists()  # the checks leave no bytecode behind to go stale
     message = judged[0]
     assert message.startswith("The checks failed, so the task is not done yet: `python -m pytest -q -x` exited "
                               "with code 1. Fix the cause, then answer again; the checks run each time you answer "
@@ -244,18 +244,36 @@ def test_a_configured_check_command_runs_in_the_sandbox(workspace, bwrap):
 
 
 def test_a_stale_pyc_in_the_workspace_does_not_hide_a_fix(workspace, bwrap):
+    # the model's own test run compiled calc.py at 0.2 s into a second; its fix, the same size, lands
+    # at 0.5 s into the same second: the .pyc's record (whole seconds, size) still matches
     source = workspace / "calc.py"
+    second = int(time.time()) - 10
     source.write_text(BROKEN)
-    then = int(time.time()) - 10
-    os.utime(source, (then, then))
-    py_compile.compile(str(source), cfile=importlib.util.cache_from_source(str(source)))
-    source.write_text(FIXED)  # same size, and below the same whole-second mtime: the .pyc looks valid
-    os.utime(source, (then, then))
+    os.utime(source, ns=(second * 10**9 + 10**8, second * 10**9 + 10**8))
+    pyc = Path(importlib.util.cache_from_source(str(source)))
+    py_compile.compile(str(source), cfile=str(pyc))
+    os.utime(pyc, ns=(second * 10**9 + 2 * 10**8, second * 10**9 + 2 * 10**8))
+    source.write_text(FIXED)
+    os.utime(source, ns=(second * 10**9 + 5 * 10**8, second * 10**9 + 5 * 10**8))
     stale = subprocess.run([sys.executable, "-c", "import calc; print(calc.add(2, 3))"], cwd=workspace,
                            capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert stale.stdout == "-1\n"  # plain Python is fooled
     result = Judge(settings_for(workspace)).check("python -c 'import calc; print(calc.add(2, 3))'")
     assert (result.passed, result.output) == (True, "5\n")
+
+
+def test_only_bytecode_older_than_its_source_is_removed(workspace):
+    (workspace / "pkg" / "__pycache__").mkdir(parents=True)
+    old, fresh, orphan = (workspace / "pkg" / "__pycache__" / f"{n}.cpython-311.pyc" for n in ("old", "fresh", "gone"))
+    for pyc in (old, fresh, orphan):
+        pyc.write_bytes(b"\0")
+    (workspace / "pkg" / "old.py").write_text("x = 1\n")
+    (workspace / "pkg" / "fresh.py").write_text("x = 1\n")
+    now = time.time()
+    os.utime(old, (now - 10, now - 10))
+    os.utime(fresh, (now + 10, now + 10))
+    assert purge_stale_bytecode(workspace) == 1
+    assert (not old.exists(), fresh.exists(), orphan.exists()) == (True, True, True)
 
 
 def test_stderr_comes_with_stdout_in_order(workspace, bwrap):
