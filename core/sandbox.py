@@ -63,6 +63,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -390,8 +391,27 @@ def start(command: str | Sequence[str], policy: SandboxPolicy, *, cwd: str | os.
     """Start ``command`` confined, with stdin/stdout pipes (and stderr, unless ``stderr=False``).
 
     The caller owns the process: it reads and writes the pipes, enforces its own per-request
-    timeouts and calls :meth:`SandboxProcess.kill` (or uses it as a context manager).
+    timeouts and calls :meth:`SandboxProcess.kill` (or uses it as a context manager). Any thread
+    may use it: it is started from a keeper thread of its own, because ``--die-with-parent``
+    (``PR_SET_PDEATHSIG``) fires when the *thread* that started bwrap ends, and the tool registry
+    runs each call in a worker thread that ends with the call.
     """
-    proc, cgroup, temp_home = _popen(command, policy, cwd, env, subprocess.PIPE,
-                                     subprocess.PIPE if stderr else subprocess.DEVNULL)
+    spawned: list[Any] = []
+    ready = threading.Event()
+
+    def keeper() -> None:
+        try:
+            spawned.append(_popen(command, policy, cwd, env, subprocess.PIPE,
+                                  subprocess.PIPE if stderr else subprocess.DEVNULL))
+        except BaseException as exc:  # handed to the caller below
+            spawned.append(exc)
+        ready.set()
+        if isinstance(spawned[0], tuple):
+            spawned[0][0].wait()  # outlive the process: the kernel signals it when this thread ends
+
+    threading.Thread(target=keeper, name="sandbox-keeper", daemon=True).start()
+    ready.wait()
+    if isinstance(spawned[0], BaseException):
+        raise spawned[0]
+    proc, cgroup, temp_home = spawned[0]
     return SandboxProcess(proc, cgroup, temp_home)

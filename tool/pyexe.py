@@ -93,8 +93,7 @@ class PythonSession:
         return bytes(buf)
 
     def _roundtrip(self, code: str, timeout: float) -> dict[str, Any]:
-        if self._proc is None or not self._proc.alive:
-            self._stop()
+        if self._proc is None:
             self._proc = self._start()
         proc = self._proc
         body = json.dumps({"code": code}).encode("utf-8")
@@ -131,6 +130,11 @@ class PythonSession:
         timeout = self.timeout_s if timeout_s is None else min(float(timeout_s), self.timeout_s)
         with self._lock:
             start = time.monotonic()
+            lost = ""
+            if self._proc is not None and not self._proc.alive:
+                lost = (f"[{self._death_note()} after the last call: this ran in a fresh interpreter, "
+                        "earlier variables, imports and definitions are gone]")
+                self._stop()
             try:
                 reply = self._roundtrip(code, timeout)
             except _Timeout:
@@ -146,7 +150,10 @@ class PythonSession:
                                         hint="the next call starts a fresh interpreter")
             except SandboxError as exc:
                 return ToolResult.error(exc.message, exc.hint)
-        return self._result(reply, time.monotonic() - start)
+        result = self._result(reply, time.monotonic() - start)
+        if lost:
+            return ToolResult(lost + "\n" + result.content, result.ok, result.summary, {**result.data, "state_lost": True})
+        return result
 
     @staticmethod
     def _result(reply: dict[str, Any], duration: float) -> ToolResult:

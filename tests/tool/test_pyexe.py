@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,37 @@ def test_the_schema_is_valid(session: PythonSession) -> None:
 
     Draft202012Validator.check_schema(session.tool().parameters)
     assert Draft202012Validator(session.tool().parameters).is_valid({"code": "1", "reset": True})
+
+
+def test_state_survives_calls_from_short_lived_threads(session: PythonSession) -> None:
+    # the registry runs every call in a worker thread that ends with it; bwrap's
+    # --die-with-parent must not take the interpreter down with that thread
+    import threading
+
+    results: list[str] = []
+
+    def call(code: str) -> None:
+        results.append(session.execute(code).content)
+
+    for code in ("n = 20", "n + 1"):
+        worker = threading.Thread(target=call, args=(code,))
+        worker.start()
+        worker.join()
+    assert results == ["(no output)", "21"]
+
+
+def test_an_interpreter_that_died_between_calls_is_reported(session: PythonSession) -> None:
+    import os
+    import signal
+
+    session.execute("n = 20")
+    assert session._proc is not None
+    proc = session._proc
+    os.kill(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while proc.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    result = session.execute("'after'")
+    assert result.content.startswith("[the Python process died (exit status -9) after the last call: "
+                                     "this ran in a fresh interpreter")
+    assert result.content.endswith("\n'after'") and result.data["state_lost"] is True

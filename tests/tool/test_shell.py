@@ -104,3 +104,29 @@ def test_the_schema_is_valid_and_validates_calls(shell) -> None:
     assert validator.is_valid({"command": "ls", "cwd": "src", "timeout_s": 5})
     assert not validator.is_valid({"command": "ls", "timeout_s": 0})
     assert not validator.is_valid({"cmd": "ls"})
+
+
+def test_the_code_tools_run_through_the_real_registry(tmp_path: Path) -> None:
+    from core.messages import ToolCall
+    from tool.data_view import data_view_tool
+    from tool.fetch import fetch_tool
+    from tool.pyexe import PythonSession
+    from tool.registry import ToolRegistry
+
+    require_bwrap()
+    settings = settings_for(tmp_path / "ws", tool_timeout_s=30)
+    registry = ToolRegistry(default_timeout_s=30)
+    with PythonSession(settings) as session:
+        registry.register_all([shell_tool(settings), session.tool(), fetch_tool(settings),
+                               data_view_tool(settings.workspace_root)])
+        made = registry.execute(ToolCall("shell", {"command": "printf 'a,b\\n1,2\\n' > t.csv && echo made"}))
+        viewed = registry.execute(ToolCall("data_view", {"path": "t.csv", "op": "shape"}))
+        registry.execute(ToolCall("pyexe", {"code": "n = 20"}))
+        kept = registry.execute(ToolCall("pyexe", {"code": "n + 1"}))
+        escaped = registry.execute(ToolCall("shell", {"command": "pwd", "cwd": "/etc"}))
+        malformed = registry.execute(ToolCall("pyexe", {"code": 5}))
+    assert made.failure == "" and "made" in made.result.content
+    assert viewed.result.content.endswith("1 rows x 2 columns")
+    assert kept.result.content == "21"
+    assert escaped.failure == "failed" and "outside the workspace" in escaped.result.content
+    assert malformed.failure == "format"
