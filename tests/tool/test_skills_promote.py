@@ -148,3 +148,15 @@ def test_restoring_a_version_that_does_not_exist_says_which_do(setup: Setup):
     with pytest.raises(Exception) as info:
         SkillStore(setup.root).restore("add", 7)
     assert "no version 7" in str(info.value) and "add@1" in str(info.value)
+
+
+def test_promoting_over_a_hand_written_file_keeps_it_as_version_1(setup: Setup):
+    write(setup.skills / "add.py", skill_source(body="return a + b + 100"))
+    write(setup.root / "s.py", skill_source())
+    result = setup.promote(file_path="s.py", function_name="add")
+    assert result.ok and "new version 2 of skill" in result.content
+    store = SkillStore(setup.root)
+    assert store.versions("add") == [1, 2]
+    assert setup.call("add", a=1, b=1).content == "2"
+    assert store.restore("add", 1).version == 3
+    assert setup.call("add", a=1, b=1).content == "102"
