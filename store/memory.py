@@ -319,9 +319,14 @@ class MemoryStore:
     def _embed_missing(self, everything: bool = False) -> int:
         """Embed live rows that have no vector from the current model (old schema, imports, model change)."""
         name = self.embedder.name
-        where = "deleted = 0" + ("" if everything else " AND (embedding IS NULL OR embed_model IS NOT ?)")
-        args: tuple[Any, ...] = () if everything else (name,)
-        todo = self._db.execute(f"SELECT id, text, hash FROM memories WHERE {where} ORDER BY id", args).fetchall()
+        if everything:
+            todo = self._db.execute("SELECT id, text, hash FROM memories WHERE deleted = 0 ORDER BY id").fetchall()
+        else:
+            # ranges on the embed_model index find the rows without reading 100k embedding blobs
+            todo = self._db.execute(
+                "SELECT id, text, hash FROM memories WHERE id IN (SELECT id FROM memories INDEXED BY memories_by_model "
+                "WHERE (embed_model IS NULL OR embed_model < ? OR embed_model > ?) AND deleted = 0) ORDER BY id",
+                (name, name)).fetchall()
         if not todo:
             return 0
         with self._progress(len(todo), "embedding memories") as advance:
@@ -453,7 +458,8 @@ class MemoryStore:
                 cur = db.execute("INSERT INTO memories (text, kind, tags, hash, created, updated, embedding, "
                                  "embed_model, gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  (text, kind, _tags_column(tags), digest, created or now, updated or created or now,
-                                  _blob(vecs[pos]) if pos in vecs else None, self.embedder.name, gen))
+                                  _blob(vecs[pos]) if pos in vecs else None,
+                                  self.embedder.name if pos in vecs else None, gen))
                 new_id = int(cur.lastrowid)
                 self._history(new_id, "add", text, kind, _tags_column(tags))
                 placed[pos] = new_id
@@ -468,7 +474,8 @@ class MemoryStore:
             row = self._db.execute("SELECT * FROM memories WHERE id = ? AND deleted = 0", (memory_id,)).fetchone()
             if row is None:
                 raise MemoryNotFound(f"no memory with id {memory_id}", hint="list memories to see their ids")
-            self._db.execute("UPDATE memories SET deleted = 1, embedding = NULL, updated = ?, gen = ? WHERE id = ?",
+            self._db.execute("UPDATE memories SET deleted = 1, embedding = NULL, embed_model = NULL, updated = ?, gen = ? "
+                             "WHERE id = ?",
                              (time.time(), gen, memory_id))
             self._history(memory_id, "forget", row["text"], row["kind"], row["tags"])
         self._cache.refresh()

@@ -9,8 +9,10 @@ database at the previous version.
 2. the FTS5 index on the text: an external-content table, kept in step by triggers, holding only
    live (not forgotten) memories.
 3. vectors: each memory's embedding as a float32 blob (the FAISS file is rebuilt from these without
-   re-embedding), the model that made it, and the write generation (``gen``) that lets a process
-   bring its FAISS index up to date with another process's writes.
+   re-embedding), the model that made it (NULL exactly when there is no vector, so the index on
+   it answers "which rows need embedding" and "what belongs in the FAISS index" without reading
+   the blobs), and the write generation (``gen``) that lets a process bring its FAISS index up to
+   date with another process's writes.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ def _m3_vectors(db: sqlite3.Connection) -> None:
         ALTER TABLE memories ADD COLUMN embed_model TEXT;
         ALTER TABLE memories ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
         CREATE INDEX memories_by_gen ON memories (gen);
+        CREATE INDEX memories_by_model ON memories (embed_model, deleted);
         CREATE TABLE memory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """)
     # store_id ties a FAISS file to this database; generation counts committed writes

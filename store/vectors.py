@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 MAGIC = b"LCMEMVEC"
 FORMAT = 1
-#: searches of one query run on one thread: on shared cores FAISS's OpenMP pool makes them ~5x slower
+#: searches run on one thread: on shared cores FAISS's OpenMP pool made them ~5x slower
 SEARCH_THREADS = 1
 
 
@@ -112,7 +112,13 @@ class VectorIndex:
         k = min(int(k), len(self))
         if k <= 0 or len(queries) == 0:
             return np.full((len(queries), 0), -1, dtype=np.int64), np.zeros((len(queries), 0), dtype=np.float32)
-        scores, ids = self._index.search(queries, k)
+        faiss = _faiss()
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(SEARCH_THREADS)
+        try:
+            scores, ids = self._index.search(queries, k)
+        finally:
+            faiss.omp_set_num_threads(threads)
         return ids.astype(np.int64), scores
 
     # --- the file ----------------------------------------------------------------------------
@@ -231,8 +237,8 @@ class IndexCache:
 
     def live_signature(self) -> tuple[int, int]:
         """Count and id checksum of the rows that belong in the index."""
-        row = self.db.execute(f"SELECT count(*), {SQL_ID_CHECKSUM} FROM memories WHERE deleted = 0 "
-                              "AND embedding IS NOT NULL AND embed_model = ?", (self.embedder.name,)).fetchone()
+        row = self.db.execute(f"SELECT count(*), {SQL_ID_CHECKSUM} FROM memories WHERE embed_model = ? "
+                              "AND deleted = 0", (self.embedder.name,)).fetchone()
         return int(row[0]), int(row[1])
 
     def in_step(self) -> bool:
@@ -288,11 +294,11 @@ class IndexCache:
         self.db.execute("BEGIN")
         try:
             gen = self._generation()
-            total = self.db.execute("SELECT count(*) FROM memories WHERE deleted = 0 AND embedding IS NOT NULL "
-                                    "AND embed_model = ?", (name,)).fetchone()[0]
+            total = self.db.execute("SELECT count(*) FROM memories WHERE embed_model = ? AND deleted = 0",
+                                    (name,)).fetchone()[0]
             index = VectorIndex(self.embedder.dim)
-            cursor = self.db.execute("SELECT id, embedding FROM memories WHERE deleted = 0 AND embedding IS NOT NULL "
-                                     "AND embed_model = ? ORDER BY id", (name,))
+            cursor = self.db.execute("SELECT id, embedding FROM memories WHERE embed_model = ? AND deleted = 0 "
+                                     "ORDER BY id", (name,))
             with self._progress(total, "rebuilding the memory index") as advance:
                 while rows := cursor.fetchmany(4096):
                     ids = np.array([r[0] for r in rows], dtype=np.int64)
