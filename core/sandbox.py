@@ -258,9 +258,54 @@ def _command_argv(command: str | Sequence[str]) -> list[str]:
     return argv
 
 
+class _Launched:
+    """A started process and what must be undone when it ends (its pids cgroup, a temporary home)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], confined: bool, cgroup: PidsCgroup | None,
+                 temp_home: str | None) -> None:
+        self.proc, self.confined, self.cgroup, self.temp_home = proc, confined, cgroup, temp_home
+        self.pidfd: int | None = None
+        if confined and hasattr(os, "pidfd_open"):
+            try:
+                self.pidfd = os.pidfd_open(proc.pid)
+            except OSError:
+                self.pidfd = None
+
+    def kill(self) -> None:
+        """SIGKILL, confined: to bwrap itself, through a pidfd that cannot hit a reused pid (its PID
+        namespace takes everything inside down with it); unconfined: to the whole process group."""
+        if self.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        elif not self.confined or self.proc.returncode is None:
+            kill_group(self.proc)
+
+    def finish(self) -> None:
+        """Kill what is left, reap it, close the pipes, remove the cgroup and the temporary home."""
+        self.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        if self.cgroup:
+            self.cgroup.close()
+            self.cgroup = None
+        if self.temp_home:
+            shutil.rmtree(self.temp_home, ignore_errors=True)
+            self.temp_home = None
+
+
 def _popen(command: str | Sequence[str], policy: SandboxPolicy, cwd: str | os.PathLike[str] | None,
-           env: Mapping[str, str] | None, stdin: Any, stderr: Any) -> tuple[subprocess.Popen[bytes], PidsCgroup | None, str | None]:
-    """Start the confined process; returns it, its cgroup (to remove later) and a temp home to remove."""
+           env: Mapping[str, str] | None, stdin: Any, stderr: Any) -> _Launched:
+    """Start ``command`` under ``policy`` in a session of its own."""
     real_cwd = _resolve_cwd(policy, cwd)
     argv = _command_argv(command)
     cgroup: PidsCgroup | None = None
@@ -288,7 +333,7 @@ def _popen(command: str | Sequence[str], policy: SandboxPolicy, cwd: str | os.Pa
             shutil.rmtree(temp_home, ignore_errors=True)
         raise SandboxError(f"could not start {argv[0]!r}: {exc.strerror or exc}",
                            hint="check that the program exists inside the sandbox") from None
-    return proc, cgroup, temp_home
+    return _Launched(proc, policy.confined, cgroup, temp_home)
 
 
 def _killed_reason(code: int, confined: bool) -> str | None:
@@ -317,23 +362,16 @@ def run(command: str | Sequence[str], policy: SandboxPolicy, *, cwd: str | os.Pa
     timeout = policy.timeout_s if timeout_s is None else timeout_s
     data = stdin.encode() if isinstance(stdin, str) else stdin
     start = time.monotonic()
-    proc, cgroup, temp_home = _popen(command, policy, cwd, env,
-                                     subprocess.PIPE if data is not None else subprocess.DEVNULL, subprocess.PIPE)
+    launched = _popen(command, policy, cwd, env,
+                      subprocess.PIPE if data is not None else subprocess.DEVNULL, subprocess.PIPE)
     out, err = Capture(policy.output_bytes), Capture(policy.output_bytes)
     timed_out = False
     try:
-        timed_out = pump(proc, data, out, err, start + timeout, confined=policy.confined)
+        timed_out = pump(launched.proc, data, out, err, start + timeout, confined=policy.confined,
+                         kill=launched.kill)
     finally:
-        kill_group(proc)  # whatever is left in the group (unconfined: background processes)
-        proc.wait()
-        for stream in (proc.stdout, proc.stderr, proc.stdin):
-            if stream:
-                stream.close()
-        if cgroup:
-            cgroup.close()
-        if temp_home:
-            shutil.rmtree(temp_home, ignore_errors=True)
-    code = proc.returncode
+        launched.finish()  # whatever is left (unconfined: background processes in the group)
+    code = launched.proc.returncode
     reason = "timeout" if timed_out else _killed_reason(code, policy.confined)
     return SandboxResult(
         exit_code=None if timed_out or code < 0 else code, stdout=out.text(), stderr=err.text(),
@@ -344,13 +382,12 @@ def run(command: str | Sequence[str], policy: SandboxPolicy, *, cwd: str | os.Pa
 class SandboxProcess:
     """A long-lived confined process with binary pipes; :meth:`kill` ends it and everything it started."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], cgroup: PidsCgroup | None, temp_home: str | None) -> None:
-        self._proc = proc
-        self._cgroup = cgroup
-        self._temp_home = temp_home
-        self.stdin: IO[bytes] = proc.stdin  # type: ignore[assignment]
-        self.stdout: IO[bytes] = proc.stdout  # type: ignore[assignment]
-        self.stderr: IO[bytes] | None = proc.stderr
+    def __init__(self, launched: _Launched) -> None:
+        self._launched = launched
+        self._proc = launched.proc
+        self.stdin: IO[bytes] = launched.proc.stdin  # type: ignore[assignment]
+        self.stdout: IO[bytes] = launched.proc.stdout  # type: ignore[assignment]
+        self.stderr: IO[bytes] | None = launched.proc.stderr
 
     @property
     def pid(self) -> int:
@@ -365,19 +402,7 @@ class SandboxProcess:
         return self._proc.poll()
 
     def kill(self) -> None:
-        kill_group(self._proc)
-        self._proc.wait()
-        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
-            if stream:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-        if self._cgroup:
-            self._cgroup.close()
-        if self._temp_home:
-            shutil.rmtree(self._temp_home, ignore_errors=True)
-            self._temp_home = None
+        self._launched.finish()
 
     def __enter__(self) -> "SandboxProcess":
         return self
@@ -406,12 +431,11 @@ def start(command: str | Sequence[str], policy: SandboxPolicy, *, cwd: str | os.
         except BaseException as exc:  # handed to the caller below
             spawned.append(exc)
         ready.set()
-        if isinstance(spawned[0], tuple):
-            spawned[0][0].wait()  # outlive the process: the kernel signals it when this thread ends
+        if isinstance(spawned[0], _Launched):
+            spawned[0].proc.wait()  # outlive the process: the kernel signals it when this thread ends
 
     threading.Thread(target=keeper, name="sandbox-keeper", daemon=True).start()
     ready.wait()
     if isinstance(spawned[0], BaseException):
         raise spawned[0]
-    proc, cgroup, temp_home = spawned[0]
-    return SandboxProcess(proc, cgroup, temp_home)
+    return SandboxProcess(spawned[0])

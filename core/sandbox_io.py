@@ -11,6 +11,7 @@ import selectors
 import signal
 import subprocess
 import time
+from typing import Callable
 
 _READ_CHUNK = 65536
 
@@ -57,8 +58,11 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def pump(proc: subprocess.Popen[bytes], data: bytes | None, out: Capture, err: Capture,
-          deadline: float, *, confined: bool) -> bool:
-    """Feed stdin, read stdout/stderr until both close; True when the deadline passed first."""
+         deadline: float, *, confined: bool, kill: Callable[[], None]) -> bool:
+    """Feed stdin, read stdout/stderr until both close; True when the deadline passed first.
+
+    ``kill`` ends what the command left holding the pipes after it exited.
+    """
     sel = selectors.DefaultSelector()
     assert proc.stdout is not None and proc.stderr is not None
     sel.register(proc.stdout, selectors.EVENT_READ, out)
@@ -85,7 +89,7 @@ def pump(proc: subprocess.Popen[bytes], data: bytes | None, out: Capture, err: C
                 # group; what escaped the group (unconfined only) is left writing to closed pipes
                 if group_killed:
                     break
-                kill_group(proc)
+                kill()
                 group_killed, exited_at = True, now
             for key, _ in sel.select(timeout=min(0.1, deadline - now)):
                 if key.data is None:  # stdin
