@@ -30,9 +30,10 @@ Covered, when ``bwrap`` runs:
   the sandbox's own processes rather than all of the person's. The kernel never applies
   ``RLIMIT_NPROC`` to root, so when the agent runs as root a ``pids`` cgroup caps the sandbox
   instead, when one is writable (containers usually have one).
-- Time and output: a wall-clock timeout sends SIGKILL to the whole process group (the PID
-  namespace takes the rest); stdout and stderr are read as they come, keeping the head and the
-  tail up to a cap and counting the rest, so 100 MB of output costs a few hundred KB of memory.
+- Time and output: a wall-clock timeout sends SIGKILL to bwrap (through a pidfd, so never to a
+  reused pid) and its PID namespace takes everything inside down with it; stdout and stderr are
+  read as they come, keeping the head and the tail up to a cap and counting the rest, so 100 MB
+  of output costs a few hundred KB of memory.
 
 Not covered:
 
