@@ -402,6 +402,13 @@ class SandboxProcess:
     def returncode(self) -> int | None:
         return self._proc.poll()
 
+    def wait(self, timeout_s: float) -> int | None:
+        """The exit status once the process has ended, or ``None`` if it still runs after ``timeout_s``."""
+        try:
+            return self._proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
     def kill(self) -> None:
         self._launched.finish()
 

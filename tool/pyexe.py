@@ -114,7 +114,7 @@ class PythonSession:
         proc = self._proc
         if proc is None:
             return ""
-        code = proc.returncode
+        code = proc.wait(1.0)  # it closed its pipe: give the kernel a moment to report how it ended
         detail = ""
         if proc.stderr is not None and not proc.alive:
             try:

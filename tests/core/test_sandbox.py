@@ -244,3 +244,14 @@ def test_the_agent_state_folder_is_covered_even_before_it_exists(tmp_path: Path)
     state = settings.workspace_root / ".agent"
     assert state.is_dir() and not state.is_symlink() and list(state.iterdir()) == []
     assert result.stdout == "0\n"
+
+
+def test_a_started_process_reports_how_it_ended(policy: sandbox.SandboxPolicy) -> None:
+    proc = sandbox.start(["sh", "-c", "read line; exit 7"], policy)
+    try:
+        assert proc.wait(0.05) is None and proc.alive
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        assert proc.wait(10) == 7 and proc.returncode == 7 and not proc.alive
+    finally:
+        proc.kill()
