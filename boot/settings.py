@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     enable_data_view: bool = Field(True, description="Offer the data_view tool (CSV, Parquet, JSON)")
     enable_pyexe: bool = Field(True, description="Offer the persistent Python tool")
     enable_memory: bool = Field(True, description="Offer the memory tool and recall memories into the prompt")
+    enable_skills: bool = Field(True, description="Offer promote_skill and the skills in workspace/skills")
+    skills_offered: int = Field(8, ge=1, description="Most skills offered to the model at once (the most relevant to the task)")
     sandbox: Literal["on", "off"] = Field("on", description="Run code under bubblewrap; 'off' runs it unconfined (shown on every start)")
     shell_network: bool = Field(False, description="Let sandboxed commands use the network")
     check_command: str | None = Field(None, description="Command the judge runs to check the work (default: pytest when tests/ exists)")

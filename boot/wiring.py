@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from boot.settings import Settings
 from core.gateway import ModelGateway
@@ -18,16 +18,73 @@ from flow.prompt import PromptSection
 from store.sessions import SessionStore
 from tool.registry import ToolRegistry
 
+if TYPE_CHECKING:
+    from store.embed import Embedder
+    from store.memory import MemoryStore
 
-def build_registry(settings: Settings, *, tools: Sequence[Tool] = ()) -> ToolRegistry:
-    """The tool registry for ``settings``: the enabled built-in tools, then ``tools``."""
+
+def build_registry(settings: Settings, *, tools: Sequence[Tool] = (), memory: "MemoryStore | None" = None,
+                   closers: list[Callable[[], None]] | None = None,
+                   embedder: "Callable[[], Embedder] | None" = None) -> ToolRegistry:
+    """The tool registry for ``settings``: the enabled built-in tools, ``tools``, then the skills.
+
+    Tool modules are imported only when enabled. Whatever holds a process or a file (the Python
+    REPL) puts its ``close`` on ``closers``. ``memory`` is the store the ``memory`` tool uses;
+    ``embedder`` gives the skill loader the memory's embedder so the model is loaded once.
+    """
     registry = ToolRegistry(default_timeout_s=settings.tool_timeout_s, result_tokens=settings.tool_result_tokens)
+    root = settings.workspace_root
     if settings.enable_files:
-        from tool.files import file_tools  # imported when enabled: the file tools are optional
+        from tool.files import file_tools
 
-        registry.register_all(file_tools(settings.workspace_root))
+        registry.register_all(file_tools(root))
+    if settings.enable_shell:
+        from tool.shell import shell_tool
+
+        registry.register(shell_tool(settings))
+    if settings.enable_pyexe:
+        from tool.pyexe import PythonSession
+
+        python = PythonSession(settings)  # the interpreter starts on the first call
+        registry.register(python.tool())
+        if closers is not None:
+            closers.append(python.close)
+    if settings.enable_fetch:
+        from tool.fetch import fetch_tool
+
+        registry.register(fetch_tool(settings))
+    if settings.enable_data_view:
+        from tool.data_view import data_view_tool
+
+        registry.register(data_view_tool(root))
+    if memory is not None:
+        from tool.memory import memory_tool
+
+        registry.register(memory_tool(memory))
     registry.register_all(tools)
+    if settings.enable_skills:
+        from tool.skills import SkillLoader, promote_skill_tool  # the embedder loads only when many skills exist
+
+        registry.register(promote_skill_tool(settings, registry=registry))
+        registry.add_provider(SkillLoader(settings, registry=registry, max_offered=settings.skills_offered,
+                                          embedder=embedder if embedder is not None else True))
     return registry
+
+
+class MemoryRecall:
+    """The system-prompt section of memories relevant to the task, looked up once per task."""
+
+    def __init__(self, store: "MemoryStore", budget_tokens: int) -> None:
+        self.store = store
+        self.budget_tokens = budget_tokens
+        self._task: str | None = None
+        self._text = ""
+
+    def __call__(self, task: str, session_id: str) -> str | None:
+        if task != self._task:
+            self._task = task
+            self._text = self.store.recall(task, self.budget_tokens)
+        return self._text or None
 
 
 @dataclass
@@ -60,7 +117,17 @@ def build_agent(settings: Settings, *, gateway: ModelGateway | None = None, even
         gateway = make_gateway(settings, "local")
     root = settings.workspace_root
     root.mkdir(parents=True, exist_ok=True)
-    registry = build_registry(settings, tools=tools)
+    closers: list[Callable[[], None]] = []
+    memory = embedder = None
+    if settings.enable_memory:
+        from store.embed import make_embedder  # lazy: no torch until a memory is stored or searched
+        from store.memory import MemoryStore
+
+        shared = make_embedder(settings)
+        memory = MemoryStore.for_workspace(root, shared)
+        closers.append(memory.close)
+        embedder = lambda: shared  # noqa: E731  (the skill loader asks for a factory)
+    registry = build_registry(settings, tools=tools, memory=memory, closers=closers, embedder=embedder)
     store = sessions if sessions is not None else SessionStore.for_workspace(root)
     planner = Planner(store)
     registry.register(planner.tool())
@@ -70,9 +137,12 @@ def build_agent(settings: Settings, *, gateway: ModelGateway | None = None, even
         extra = [system_prompt_extra]
     else:
         extra = list(system_prompt_extra)
+    if memory is not None and settings.memory_recall_tokens > 0:
+        extra.append(MemoryRecall(memory, settings.memory_recall_tokens))
     judge = Judge(settings)
     agent = Agent(gateway, registry, store, settings, events=events, system_prompt_extra=[planner.section, *extra],
                   verifier=Verification(verifier or judge, judge, planner))
+    agent.closers.extend(closers)
     registry.on_notice = agent.events.notice
     judge.notice = agent.events.notice
     return agent

@@ -73,6 +73,11 @@ class Finished:
 #: one of ``RUN_STATUSES`` (the judge's ``checks_failed``).
 Verifier = Callable[[Finished], Union[str, None]]
 
+#: the share of the prompt budget tool descriptions may take before optional tools give way
+TOOL_SHARE = 0.5
+#: what gives way first (after skills) when tool descriptions crowd a small context
+OPTIONAL_TOOLS = ("promote_skill", "memory", "data_view", "fetch", "pyexe", "plan")
+
 
 @dataclass
 class _Run:
@@ -119,6 +124,21 @@ class Agent:
         self._sized: tuple[ContextBudget, Compactor] | None = None
         self._provisional = False  # sized on DEFAULT_CONTEXT because the server did not say (yet)
         self._session: str | None = None
+        self._tools_left_out: list[str] = []
+        #: called by :meth:`close`, newest first (the Python REPL's process, the memory store, ...)
+        self.closers: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        """Free what the agent holds: its tools' processes and stores, then the session store."""
+        while self.closers:
+            self.closers.pop()()
+        self.sessions.close()
+
+    def __enter__(self) -> "Agent":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- the context ---------------------------------------------------------------------------
 
@@ -217,11 +237,32 @@ class Agent:
     def step(self, st: _Run) -> None:
         """One model call and the tool calls it asks for."""
         self._check_budgets(st)
-        tools = self.registry.tools(task=st.task)
+        tools = self._fit_tools(self.registry.tools(task=st.task))
         request = self._request(st, tools)
         completion = self._query(st, request, tools)
         calls = self._record_reply(st, completion, tools)
         self._execute(st, calls, tools)
+
+    def _fit_tools(self, tools: list[Tool]) -> list[Tool]:
+        """The tools to offer: in a small context, skills and optional tools give way to the essential ones."""
+        budget = self.context
+        counter = budget.counter
+        cap = int(budget.limit * TOOL_SHARE)
+        if counter.raw_tools(tools) <= cap:
+            return tools
+        kept = list(tools)
+        dropped: list[str] = []
+        for name in [t.name for t in reversed(kept) if t.source == "skill"] + list(OPTIONAL_TOOLS):
+            if counter.raw_tools(kept) <= cap:
+                break
+            if any(t.name == name for t in kept):
+                kept = [t for t in kept if t.name != name]
+                dropped.append(name)
+        if dropped and dropped != self._tools_left_out:
+            self.events.notice(f"the {budget.context_length}-token context is small: not offering "
+                               f"{', '.join(dropped)} (raise AGENT_CTX, or turn off tools you do not need)")
+        self._tools_left_out = dropped
+        return kept
 
     def _check_budgets(self, st: _Run) -> None:
         s = self.settings

@@ -21,8 +21,12 @@ def note_tool(workspace):
                 object_schema({"path": {"type": "string"}, "text": {"type": "string"}}, ["path", "text"]), write_note)
 
 
+ONLY_GIVEN_TOOLS = dict(enable_files=False, enable_shell=False, enable_pyexe=False, enable_fetch=False,
+                        enable_data_view=False, enable_memory=False, enable_skills=False)
+
+
 def test_each_build_returns_fresh_parts(workspace):
-    settings = Settings(workspace=workspace, enable_files=False)
+    settings = Settings(workspace=workspace, **ONLY_GIVEN_TOOLS)
     one = build_agent(settings, gateway=ScriptedGateway([]), tools=[note_tool(workspace)])
     two = build_agent(settings, gateway=ScriptedGateway([]), tools=[note_tool(workspace)])
     assert one.registry is not two.registry and one.sessions is not two.sessions
@@ -30,6 +34,47 @@ def test_each_build_returns_fresh_parts(workspace):
     assert one.sessions.path == workspace.resolve() / ".agent" / "sessions.db"
     one.sessions.close()
     two.sessions.close()
+
+
+def test_every_enabled_tool_is_registered_and_closed_with_the_agent(workspace):
+    agent = build_agent(Settings(workspace=workspace, ctx=32768), gateway=ScriptedGateway([]))
+    names = [t.name for t in agent.registry.tools()]
+    assert names == ["list_files", "read_file", "search_files", "write_file", "edit_file", "shell", "pyexe", "fetch",
+                     "data_view", "memory", "promote_skill", "plan"]
+    assert (workspace / ".agent" / "memory.db").is_file()
+    assert len(agent.closers) == 2  # the Python REPL and the memory store
+    agent.close()
+    assert agent.closers == []
+
+
+@pytest.mark.parametrize("flag,name", [("enable_shell", "shell"), ("enable_pyexe", "pyexe"), ("enable_fetch", "fetch"),
+                                       ("enable_data_view", "data_view"), ("enable_memory", "memory"),
+                                       ("enable_skills", "promote_skill")])
+def test_a_tool_turned_off_is_not_offered(workspace, flag, name):
+    agent = build_agent(Settings(workspace=workspace, **{flag: False}), gateway=ScriptedGateway([]))
+    assert name not in {t.name for t in agent.registry.tools()}
+    agent.close()
+
+
+def test_a_small_context_offers_the_essential_tools_and_says_what_it_left_out(workspace):
+    from flow.events import AgentEvents
+
+    notices: list[str] = []
+
+    class Notes(AgentEvents):
+        def notice(self, message: str) -> None:
+            notices.append(message)
+
+    gateway = ScriptedGateway(["first", "second"])
+    agent = build_agent(Settings(workspace=workspace, ctx=4096), gateway=gateway, events=Notes())
+    assert agent.run("one").status == "done"
+    assert agent.run("two").status == "done"
+    offered = [t.name for t in gateway.requests[0].tools]
+    assert {"read_file", "write_file", "edit_file", "list_files", "search_files", "shell"} <= set(offered)
+    assert "promote_skill" not in offered and "memory" not in offered
+    left_out = [n for n in notices if "context is small" in n]
+    assert len(left_out) == 1 and "promote_skill" in left_out[0]  # said once, not on every step
+    agent.close()
 
 
 def test_the_file_tools_are_offered_when_enabled(workspace):
