@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +133,8 @@ class PidsCgroup:
         return os.path.join(self.path, "cgroup.procs") if self.path else None
 
     @staticmethod
-    def _remove(path: str) -> bool:
-        deadline = time.monotonic() + 2.0
+    def _remove(path: str, wait_s: float = 0.0) -> bool:
+        deadline = time.monotonic() + wait_s
         while True:
             try:
                 os.rmdir(path)
@@ -141,12 +142,18 @@ class PidsCgroup:
             except FileNotFoundError:
                 return True
             except OSError as exc:
-                # EBUSY while the killed processes are still being reaped
+                # EBUSY while the kernel is still tearing down the killed sandbox's processes
                 if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                     return False
-                time.sleep(0.01)
+                time.sleep(0.005)
 
     def close(self) -> None:
+        """Remove the cgroup: at once when it is empty, else from a short-lived thread once it empties.
+
+        The sandbox's processes are gone from the caller's point of view (bwrap has exited) but the
+        kernel may take a few milliseconds to release them; nobody should wait for that.
+        """
         if self.path:
-            self._remove(self.path)
-            self.path = None
+            path, self.path = self.path, None
+            if not self._remove(path):
+                threading.Thread(target=self._remove, args=(path, 10.0), name="cgroup-cleanup", daemon=True).start()
