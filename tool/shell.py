@@ -19,6 +19,8 @@ from core.tools import Tool, ToolResult, object_schema
 
 #: words that run the rest of the line as a command
 _PREFIXES = {"sudo", "doas", "command", "exec", "nice", "nohup", "time", "env", "builtin", "busybox", "xargs"}
+#: options of those words that take a value (``sudo -u root``, ``nice -n 5``, ``env -u VAR``)
+_PREFIX_OPTIONS_WITH_VALUE = {"-u", "-g", "-n", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-T", "-S"}
 _SEPARATORS = {";", "&&", "||", "|", "&", "\n", "(", ")", "|&", ";;"}
 _ROOTISH = {"/", "/*", "/.", "/..", "//", "~", "~/", "~/*", "$HOME", "${HOME}", "$HOME/", "$HOME/*"}
 _FORK_BOMB = re.compile(r"(?P<f>[\w:.]+)\s*\(\)\s*\{[^}]*(?P=f)\s*\|\s*(?P=f)\s*&")
@@ -41,13 +43,18 @@ def _simple_commands(command: str) -> list[list[str]]:
 
 
 def _strip_prefixes(words: list[str]) -> list[str]:
+    """The words from the real command on: ``VAR=x``, ``sudo -u me``, ``nice -n 5``… taken off."""
     i = 0
+    after_prefix = False
     while i < len(words):
         word = words[i]
         if "=" in word and not word.startswith("-") and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", word):
             i += 1  # VAR=value before the command
-        elif word.rsplit("/", 1)[-1] in _PREFIXES or (i > 0 and word.startswith("-")):
+        elif word.rsplit("/", 1)[-1] in _PREFIXES:
             i += 1
+            after_prefix = True
+        elif after_prefix and word.startswith("-"):
+            i += 2 if word in _PREFIX_OPTIONS_WITH_VALUE else 1
         else:
             break
     return words[i:]

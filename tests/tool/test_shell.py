@@ -63,7 +63,8 @@ def test_an_empty_command_is_an_error(shell) -> None:
     "rm -rf /", "rm -fr /", "rm -r -f /", "rm -Rf /*", "sudo rm -rf --no-preserve-root /", "rm -rf ~",
     "rm -rf $HOME", "cd x; rm -rf /", "true && /bin/rm -rf /", "mkfs.ext4 /dev/sda1", "mkfs -t ext4 /dev/sdb",
     "dd if=/dev/zero of=/dev/sda bs=1M", ":(){ :|:& };:", "bomb() { bomb | bomb & }; bomb", "chmod -R 777 /",
-    "sudo chown -R me /", "cat img > /dev/nvme0n1",
+    "sudo chown -R me /", "cat img > /dev/nvme0n1", "sudo -u root rm -rf /", "nice -n 5 rm -rf /",
+    "FOO=1 env -u BAR rm -rf ~/",
 ])
 def test_clearly_destructive_commands_are_refused_with_a_reason(shell, command: str) -> None:
     assert refusal(command) is not None
@@ -74,7 +75,7 @@ def test_clearly_destructive_commands_are_refused_with_a_reason(shell, command: 
 @pytest.mark.parametrize("command", [
     "rm -rf build/", "rm -rf /tmp/scratch", "rm -f /", "echo 'rm -rf /'", "grep -r mkfs .",
     "dd if=/dev/zero of=out.bin bs=1k count=1", "dd if=/dev/zero of=/dev/null count=1", "chmod -R u+w src",
-    "ls -la /",
+    "ls -la /", "sudo -u root ls /", "nice -n 5 rm -rf build",
 ])
 def test_ordinary_commands_are_not_refused(command: str) -> None:
     assert refusal(command) is None
