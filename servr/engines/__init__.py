@@ -21,13 +21,11 @@ def pick_backend(settings: Settings, model_path: Path) -> str:
             raise ConfigError(f"bad setting AGENT_BACKEND (got 'llamacpp'): {model_path} is not a .gguf file",
                               hint="the llama.cpp backend serves GGUF files; pass --model path/to/model.gguf")
         return "llamacpp"
-    if settings.backend == "transformers":
+    if settings.backend == "transformers" or model_path.is_dir():
         return "transformers"
-    if model_path.is_dir():
-        raise ConfigError(f"{model_path} is a folder (Hugging Face format), and this build serves GGUF files only",
-                          hint="pass --model path/to/model.gguf, or run 'bash runsv.sh' to download the default GGUF")
     raise ConfigError(f"cannot tell which backend serves {model_path.name}",
-                      hint="pass a .gguf file, or set AGENT_BACKEND=llamacpp")
+                      hint="pass a .gguf file or a Hugging Face model folder (config.json + *.safetensors), "
+                           "or set AGENT_BACKEND")
 
 
 def served_model_id(settings: Settings, model_path: Path) -> str:
@@ -38,10 +36,26 @@ def served_model_id(settings: Settings, model_path: Path) -> str:
 def load_engine(settings: Settings, model_path: Path) -> Engine:
     """Load the model at ``model_path`` with the backend the settings pick."""
     backend = pick_backend(settings, model_path)
+    model_id = served_model_id(settings, model_path)
     if backend == "transformers":
-        raise ConfigError("bad setting AGENT_BACKEND (got 'transformers'): the Transformers backend is not part of this build",
-                          hint="serve a GGUF file with AGENT_BACKEND=llamacpp or auto")
+        from servr.engines.transformers import TransformersEngine  # torch and transformers load only here
+
+        return TransformersEngine(model_path, model_id=model_id, n_ctx=settings.ctx, n_threads=settings.threads,
+                                  load_in_4bit=_needs_4bit(settings, model_path))
     from servr.engines.llama_cpp import LlamaCppEngine
 
-    return LlamaCppEngine(model_path, model_id=served_model_id(settings, model_path), n_ctx=settings.ctx,
+    return LlamaCppEngine(model_path, model_id=model_id, n_ctx=settings.ctx,
                           n_threads=settings.threads, n_gpu_layers=settings.n_gpu_layers)
+
+
+def _needs_4bit(settings: Settings, model_path: Path) -> bool:
+    """Whether the memory plan loads these weights in 4-bit: only on a GPU, when bf16 does not fit AGENT_VRAM_GB."""
+    from model.inspect import inspect_weights
+    from servr.planner import detect_gpu, plan_memory
+
+    gpu = detect_gpu()
+    if gpu is None:
+        return False
+    plan = plan_memory(inspect_weights(model_path), backend="transformers", vram_gb=settings.vram_gb,
+                       ctx=settings.ctx, gpu=gpu, suggest=False)
+    return plan.load_in_4bit
