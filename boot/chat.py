@@ -21,7 +21,8 @@ from rich.text import Text
 from boot.commands import Quit, SlashCommand, builtin_commands
 from boot.screen import ChatScreen, end_line, short, status_fields
 from boot.settings import Settings
-from boot.turns import EXIT_INTERRUPTED, EXIT_OK, Leave, run_turn
+from boot.turns import (CONTINUE_TASK, EXIT_INTERRUPTED, EXIT_OK, SENT_TO_GOOGLE, Leave, close_agent, outgrew_context,
+                        run_turn, switch_provider)
 from core.errors import FatalError
 from core.messages import Usage
 
@@ -45,8 +46,10 @@ class Chat:
         self.session_id: str | None = None
         self.chat_usage = Usage()
         self.session_usage = Usage()
+        self.provider_usage: dict[str, Usage] = {}  # this chat's tokens by provider
         self.turns = 0
         self.tool_calls = 0
+        self.told_google = False  # the person was told once that the session goes to Google
         self._commands: dict[str, SlashCommand] = {}
         for cmd in (builtin_commands() if commands is None else commands):
             self.add_command(cmd)
@@ -89,6 +92,9 @@ class Chat:
             return str(self.agent.gateway.model)
         except FatalError:
             return self.settings.model or "?"
+
+    def provider_name(self) -> str:
+        return "Google Gemini" if self.provider == "gemini" else "local"
 
     def provider_line(self) -> str:
         if self.provider == "gemini":
@@ -140,6 +146,32 @@ class Chat:
             self.console.print(f"note: the server lists {', '.join(listed)}; it may not know {model!r}",
                                style="yellow")
 
+    def use_provider(self, provider: str, *, why: str = "") -> bool:
+        """Continue the same session on ``provider`` (``local`` or ``gemini``); ``False``: nothing changed."""
+        if provider == self.provider:
+            self.console.print(f"already on {self.provider_name()}: {self.model_name()} {self.provider_line()}")
+            return True
+        try:
+            switch_provider(self.agent, self.settings, provider)
+        except FatalError as exc:
+            self.console.print(f"error: {exc}", style="red")
+            return False
+        self.provider = provider
+        self.screen.context_used, self.screen.context_size = 0, None
+        self.console.print(f"now on {self.provider_name()}: {self.model_name()} {self.provider_line()}"
+                           + (f" ({why})" if why else ""), style="bold")
+        if provider == "gemini":
+            self.tell_google()
+        elif self.session_id:
+            self.console.print("the session goes on with the local model", style="dim")
+        return True
+
+    def tell_google(self) -> None:
+        """Say, once per chat, that the session now goes to Google."""
+        if not self.told_google:
+            self.told_google = True
+            self.console.print(f"Note: from now on {SENT_TO_GOOGLE}; /local switches back.", style="yellow")
+
     # --- turns -----------------------------------------------------------------------------------
 
     def ask(self, task: str) -> None:
@@ -165,12 +197,50 @@ class Chat:
         self.tool_calls += len(result.tool_calls)
         self.chat_usage = self.chat_usage + result.usage
         self.session_usage = self.session_usage + result.usage
+        self.provider_usage[self.provider] = self.provider_usage.get(self.provider, Usage()) + result.usage
         if not result.ok:
             self.console.print(end_line(result), style="yellow")
         self.console.print(self.status_line(), style="dim")
+        if outgrew_context(result) and self.provider == "local" and self.offer_gemini():
+            self.ask(CONTINUE_TASK)
+
+    def offer_gemini(self) -> bool:
+        """A local task outgrew the context: move the session to Gemini if ``AGENT_FALLBACK`` and the person agree."""
+        fallback = self.settings.fallback
+        if fallback == "never":
+            return False
+        key = self.settings.gemini_api_key
+        if key is None or not key.get_secret_value().strip():
+            self.console.print("This task no longer fits the local model's context. To continue it on Google Gemini, "
+                               "set GEMINI_API_KEY (https://aistudio.google.com/apikey) in .env, restart, and type "
+                               "/gemini.", style="yellow")
+            return False
+        if fallback == "gemini":
+            self.console.print(f"This task no longer fits the local model's context: continuing this session on "
+                               f"Google Gemini, as AGENT_FALLBACK=gemini says.", style="yellow")
+            return self.use_provider("gemini", why="AGENT_FALLBACK=gemini")
+        question = (f"This task no longer fits the local model's context. Continue this session on Google Gemini "
+                    f"({self.settings.gemini_model})? {SENT_TO_GOOGLE[0].upper()}{SENT_TO_GOOGLE[1:]}. [yes/no] ")
+        try:
+            answer = self.confirm(question)
+        except (KeyboardInterrupt, EOFError):
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            self.console.print("Staying on the local model; /gemini moves the session later, /compact makes room.",
+                               style="dim")
+            return False
+        self.told_google = True  # the question said it
+        return self.use_provider("gemini", why="you said yes")
+
+    def confirm(self, question: str) -> str:
+        """Ask the person a question at the prompt; their answer."""
+        from prompt_toolkit import prompt
+
+        return prompt(question)
 
     def status_line(self) -> str:
-        return status_fields(self.model_name(), self.screen.context_used, self.screen.context_size,
+        where = "Gemini" if self.provider == "gemini" else "local"
+        return status_fields(f"{where} {self.model_name()}", self.screen.context_used, self.screen.context_size,
                              self.session_usage)
 
     def banner(self) -> None:
@@ -178,7 +248,7 @@ class Chat:
         from boot.cli import sandbox_line
 
         if self.provider == "gemini":
-            self.console.print("The session's messages and tool results are sent to Google.", style="yellow")
+            self.tell_google()
         sandbox = sandbox_line(self.settings)
         if sandbox and not sandbox.startswith("WARNING"):  # a warning was printed before the chat started
             self.console.print(sandbox, style="dim")
@@ -285,4 +355,4 @@ def run_chat(settings: Settings, *, gemini: bool = False, session: str | None = 
                 chat.switch_session(latest)
         return chat.loop()
     finally:
-        chat.agent.sessions.close()
+        close_agent(chat.agent)

@@ -18,7 +18,8 @@ import typing
 from typing import Any, Sequence
 
 from boot.settings import Settings, env_name, load_settings
-from boot.turns import EXIT_INTERRUPTED, EXIT_USAGE, Leave, exit_code, run_turn
+from boot.turns import (CONTINUE_TASK, EXIT_INTERRUPTED, EXIT_USAGE, SENT_TO_GOOGLE, Leave, close_agent, combined,
+                        exit_code, outgrew_context, run_turn, switch_provider)
 from core.errors import ConfigError, FatalError, ModelUnavailable
 
 #: ``python cli.py NAME …`` runs ``main(argv, settings) -> int`` of the module; add new ones here
@@ -221,10 +222,10 @@ def run_once(settings: Settings, args: argparse.Namespace, task: str) -> int:
     screen = PlainScreen(sys.stdout, sys.stderr, stream=not (args.quiet or as_json), progress=not args.quiet,
                          spinner=sys.stderr.isatty())
     agent = make_agent(settings, screen, gemini=args.gemini)
-    if args.gemini and not args.quiet:
-        print(f"note: this task runs on Google Gemini ({settings.gemini_model}); the session is sent to Google",
-              file=sys.stderr)
     try:
+        if args.gemini and not args.quiet:
+            print(f"note: this task runs on Google Gemini ({settings.gemini_model}); {SENT_TO_GOOGLE}",
+                  file=sys.stderr)
         session_id = chosen_session(agent.sessions, args)
         if args.resume and session_id is None and not args.quiet:
             print("note: no earlier session in this workspace; starting a new one", file=sys.stderr)
@@ -234,9 +235,13 @@ def run_once(settings: Settings, args: argparse.Namespace, task: str) -> int:
                 print("\ninterrupting… (Ctrl-C again to leave at once)", file=sys.stderr)
 
         result = run_turn(agent, task, session_id=session_id, on_interrupt=interrupted)
+        if outgrew_context(result) and not args.gemini and fallback_to_gemini(settings, args, result, screen):
+            switch_provider(agent, settings, "gemini")
+            result = combined(result, run_turn(agent, CONTINUE_TASK, session_id=result.session_id,
+                                               on_interrupt=interrupted))
     finally:
         screen.close()
-        agent.sessions.close()
+        close_agent(agent)
     if as_json:
         if not args.quiet:
             screen.finish(result, answer=False)  # why it stopped, on stderr
@@ -244,6 +249,36 @@ def run_once(settings: Settings, args: argparse.Namespace, task: str) -> int:
     else:
         screen.finish(result, answer=args.quiet)
     return exit_code(result.status)
+
+
+def fallback_to_gemini(settings: Settings, args: argparse.Namespace, result: Any, screen: Any) -> bool:
+    """``-p``: whether a task that outgrew the local context goes on with Gemini (``AGENT_FALLBACK``).
+
+    ``never``: no. No key: one line saying how to set it. ``gemini``: yes, saying so. ``ask``: a
+    question on a terminal; without one, a line saying how to continue, and no.
+    """
+    if settings.fallback == "never":
+        return False
+    if settings.gemini_api_key is None or not settings.gemini_api_key.get_secret_value().strip():
+        print("note: this task no longer fits the local model's context; to continue it on Google Gemini, set "
+              "GEMINI_API_KEY (https://aistudio.google.com/apikey) and run: python cli.py --resume --gemini -p "
+              "\"continue\"", file=sys.stderr)
+        return False
+    screen.close()  # no spinner over the question
+    if settings.fallback == "gemini":
+        print(f"note: continuing this session on Google Gemini ({settings.gemini_model}) as AGENT_FALLBACK=gemini "
+              f"says; {SENT_TO_GOOGLE}", file=sys.stderr)
+        return True
+    reads_task = args.prompt == "-" or args.prompt is None
+    if reads_task or not sys.stdin.isatty() or args.quiet or args.output_format == "json":
+        print(f"note: this task no longer fits the local model's context; to continue the session on Google Gemini "
+              f"({SENT_TO_GOOGLE}): python cli.py --resume --gemini -p \"continue\"", file=sys.stderr)
+        return False
+    sys.stderr.write(f"This task no longer fits the local model's context. Continue this session on Google Gemini "
+                     f"({settings.gemini_model})? {SENT_TO_GOOGLE[0].upper()}{SENT_TO_GOOGLE[1:]}. [yes/no] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
 
 
 # --- entry -------------------------------------------------------------------------------------------

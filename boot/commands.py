@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 #: the first words ``/memory`` hands to the memory commands as they are; anything else is a search
 MEMORY_SUBCOMMANDS = ("add", "search", "list", "forget", "export", "import", "reindex", "check")
+#: what ``/skills`` hands to the skills commands
+SKILLS_SUBCOMMANDS = ("list", "show", "remove", "restore")
 
 
 class Quit(Exception):
@@ -47,8 +49,16 @@ def builtin_commands() -> list[SlashCommand]:
                      complete=lambda chat: [s.id for s in chat.agent.sessions.list(limit=50)]),
         SlashCommand("model", "show the model and context, or switch to another model id", _model, "[ID]",
                      complete=_model_ids),
+        SlashCommand("gemini", "continue this session on Google Gemini (its content is then sent to Google)",
+                     _gemini),
+        SlashCommand("local", "continue this session on the local model server", _local),
+        SlashCommand("plan", "the session's plan as a checklist", _plan),
+        SlashCommand("compact", "summarise all but the latest exchanges of the session now, to make room",
+                     _compact),
         SlashCommand("clear", "start a new session (the old one stays, /resume brings it back)", _clear),
-        SlashCommand("cost", "tokens used in this chat and this session", _cost),
+        SlashCommand("cost", "tokens used in this chat and this session, and by which provider", _cost),
+        SlashCommand("skills", "the skills the agent promoted: /skills, /skills show|remove NAME, "
+                     "/skills restore NAME@V", _skills, "[ARGS]", complete=lambda chat: list(SKILLS_SUBCOMMANDS)),
         SlashCommand("memory", "what the agent remembers: /memory WORDS searches, /memory list, /memory --help",
                      _memory, "[ARGS]", complete=lambda chat: list(MEMORY_SUBCOMMANDS)),
         SlashCommand("quit", "leave (Ctrl-D at the empty prompt does too)", _quit, aliases=("exit",)),
@@ -137,9 +147,75 @@ def _cost(chat: "Chat", arg: str) -> None:
     chat.console.print(f"this chat: {usage_line(chat.chat_usage)} = {tokens(chat.chat_usage.total_tokens)} tokens "
                        f"over {chat.turns} turn(s), {chat.tool_calls} tool call(s)")
     if chat.session_id:
-        chat.console.print(f"this session ({chat.session_id}) in this chat: {usage_line(chat.session_usage)}")
-    where = "sent to Google Gemini (billed by Google)" if chat.provider == "gemini" else "computed by your own server"
-    chat.console.print(f"every token was {where}", style="dim")
+        total = chat.session_usage.total_tokens
+        chat.console.print(f"this session ({chat.session_id}) in this chat: {usage_line(chat.session_usage)} = "
+                           f"{tokens(total)} tokens")
+    where = {"gemini": f"Google Gemini {chat.settings.gemini_model} (sent to Google, billed by Google)",
+             "local": f"local {chat.settings.model_url} (computed by your own server)"}
+    for provider, used in chat.provider_usage.items():
+        chat.console.print(f"  {where.get(provider, provider)}: {usage_line(used)}", style="dim")
+    chat.console.print(f"now on {chat.provider_name()}: {chat.model_name()}", style="dim")
+
+
+def _gemini(chat: "Chat", arg: str) -> None:
+    chat.use_provider("gemini")
+
+
+def _local(chat: "Chat", arg: str) -> None:
+    chat.use_provider("local")
+
+
+def _plan(chat: "Chat", arg: str) -> None:
+    from rich.text import Text
+
+    from boot.wiring import plan_checklist
+
+    if not chat.session_id:
+        chat.console.print("No session yet: the plan appears once the agent keeps one for a task.")
+        return
+    chat.console.print(Text.from_markup(plan_checklist(chat.agent, chat.session_id, markup=True)))
+
+
+def _compact(chat: "Chat", arg: str) -> None:
+    from boot.wiring import compact_session
+
+    if not chat.session_id:
+        chat.console.print("No session yet: nothing to compact.")
+        return
+    count = compact_session(chat.agent, chat.session_id)
+    if count:
+        chat.console.print(f"compacted: {count} older messages are now one summary; the latest exchanges stay as "
+                           "they were")
+    else:
+        chat.console.print("nothing to compact yet: the session is only its latest exchanges")
+
+
+def _skills(chat: "Chat", arg: str) -> None:
+    from rich.console import Console
+
+    try:
+        from boot.skills_cmd import main as skills_main, skills_table
+    except ImportError as exc:
+        chat.console.print(f"error: the skills commands cannot be loaded ({exc})", style="red")
+        return
+    try:
+        argv = shlex.split(arg)
+    except ValueError as exc:
+        chat.console.print(f"error: {exc} (quote arguments with spaces)", style="red")
+        return
+    if not argv or argv == ["list"]:
+        chat.console.print(skills_table(chat.settings), markup=True)
+        return
+    if argv[0] not in SKILLS_SUBCOMMANDS and not argv[0].startswith("-"):
+        chat.console.print(f"unknown /skills command {argv[0]!r}: use /skills, /skills show NAME, /skills remove NAME "
+                           "or /skills restore NAME@VERSION", style="red")
+        return
+    # the skills commands write rich markup; the chat's console shows text as written
+    console = Console(file=chat.console.file, highlight=False, width=chat.console.width)
+    try:
+        skills_main(argv, chat.settings, console=console)
+    except SystemExit:  # its argparse printed the usage or the error already
+        pass
 
 
 def _memory(chat: "Chat", arg: str) -> None:

@@ -72,3 +72,54 @@ def run_turn(agent: Any, task: str, *, session_id: str | None,
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+# --- moving a session to another model provider --------------------------------------------------
+
+#: what the agent is told when a task that outgrew the local context goes on with Gemini
+CONTINUE_TASK = ("Continue the task you were working on where you stopped: the conversation has moved to a "
+                 "model with a longer context.")
+#: said every time the person is asked, or told, that a session goes to Gemini
+SENT_TO_GOOGLE = "the session's content (messages, files read, tool output) will be sent to Google"
+
+
+def outgrew_context(result: RunResult) -> bool:
+    """The run stopped because the task no longer fits the model's context, even after compaction."""
+    return result.status == "budget_exceeded" and result.budget == "context"
+
+
+def switch_provider(agent: Any, settings: Any, provider: str) -> None:
+    """Continue ``agent`` (same session store, same tools) on ``provider``: ``local`` or ``gemini``.
+
+    Raises :class:`core.errors.FatalError` (no key, no server) before anything changes. The old
+    gateway's connections are closed.
+    """
+    from gate.factory import make_gateway
+
+    gateway = make_gateway(settings, provider)  # type: ignore[arg-type]
+    if provider == "local":
+        from boot.cli import check_server
+
+        check_server(settings)
+    old = agent.gateway
+    agent.use_gateway(gateway)
+    close = getattr(old, "close", None)
+    if callable(close):
+        close()
+
+
+def close_agent(agent: Any) -> None:
+    """Free everything the agent holds: its tools' processes and stores, the sessions, the gateway."""
+    try:
+        agent.close()
+    finally:
+        close = getattr(agent.gateway, "close", None)
+        if callable(close):
+            close()
+
+
+def combined(first: RunResult, then: RunResult) -> RunResult:
+    """One result for a run that went on in a second run of the same session (the usage of both)."""
+    return RunResult(then.status, then.answer, then.session_id, first.steps + then.steps,
+                     [*first.tool_calls, *then.tool_calls], first.usage + then.usage, then.reason,
+                     first.elapsed_s + then.elapsed_s, then.budget)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -120,3 +122,117 @@ def system_python() -> Path:
 @pytest.fixture
 def cli_file() -> Path:
     return CLI
+
+
+# --- the chat in a pseudo-terminal --------------------------------------------------------------------
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-B]|\x1b[=>]|[\x08\x07]")
+
+
+class Terminal:
+    """A program running in a pty; :meth:`wait_for` looks at what the screen was sent, escapes removed."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
+        import pexpect
+
+        self.pexpect = pexpect
+        self.child = pexpect.spawn(argv[0], argv[1:], env=env, cwd=cwd, encoding="utf-8",
+                                   dimensions=(40, 120), timeout=30)
+        self.raw = ""
+        self.seen = 0  # where the next wait_for starts looking
+        self.ended = False  # the program closed the terminal
+
+    @property
+    def text(self) -> str:
+        return ANSI.sub("", self.raw).replace("\r", "")
+
+    def _pump(self, timeout: float) -> None:
+        try:
+            self.raw += self.child.read_nonblocking(65536, timeout=timeout)
+        except self.pexpect.TIMEOUT:
+            pass
+        except self.pexpect.EOF:
+            self.ended = True
+
+    def wait_for(self, wanted: str, timeout: float = 30) -> str:
+        """Wait until ``wanted`` appears after the previous match; returns the screen text up to it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            at = self.text.find(wanted, self.seen)
+            if at >= 0:
+                shown = self.text[self.seen:at + len(wanted)]
+                self.seen = at + len(wanted)
+                return shown
+            if time.monotonic() > deadline or self.ended:
+                why = "the program ended" if self.ended else f"waited {timeout} s"
+                raise AssertionError(f"{wanted!r} not on the screen ({why}); it shows:\n"
+                                     f"{self.text[self.seen:][-3000:]}")
+            self._pump(0.1)
+
+    def prompt(self) -> None:
+        self.wait_for("›")
+
+    def send(self, line: str) -> None:
+        self.child.sendline(line)
+
+    def exit_status(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while not self.ended and self.child.isalive() and time.monotonic() < deadline:
+            self._pump(0.1)
+        self.child.close()
+        return self.child.exitstatus if self.child.exitstatus is not None else 128 + (self.child.signalstatus or 0)
+
+
+@pytest.fixture
+def terminal() -> Iterator[Callable[[list[str], dict[str, str], str], Terminal]]:
+    """``terminal(argv, env, cwd)``: a started :class:`Terminal`, ended after the test."""
+    pytest.importorskip("pexpect")
+    started: list[Terminal] = []
+
+    def start(argv: list[str], env: dict[str, str], cwd: str) -> Terminal:
+        term = Terminal(argv, env, cwd)
+        started.append(term)
+        return term
+
+    yield start
+    for term in started:
+        if term.child.isalive():
+            term.child.terminate(force=True)
+
+
+@pytest.fixture
+def chat(terminal: Callable[..., Terminal], cli_argv: Callable[..., list[str]],
+         tmp_path: Path) -> Callable[..., Terminal]:
+    """``chat(server, *args, **env)``: ``python cli.py`` (the chat) on ``server`` in a pty; ``env`` added."""
+
+    def start(server: Any, *args: str, **env: str) -> Terminal:
+        full = clean_env(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", HOME=str(tmp_path), COLUMNS="120", **env)
+        return terminal(cli_argv(*args, server=server), full, str(tmp_path))
+
+    return start
+
+
+@pytest.fixture
+def gemini() -> Iterator[Callable[..., Any]]:
+    """``gemini(replies)``: a started :class:`gate.scripted_gemini.ScriptedGemini` (key ``test-key``)."""
+    module = pytest.importorskip("gate.scripted_gemini")
+    started: list[Any] = []
+
+    def start(replies: list[Any], **kw: Any) -> Any:
+        server = module.ScriptedGemini(replies, **kw).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def gemini_env(server: Any) -> dict[str, str]:
+    """The environment that points a CLI subprocess at the Gemini stand-in ``server``."""
+    return {"GEMINI_BASE_URL": server.base_url, "GEMINI_API_KEY": server.api_key, "GEMINI_MODEL": "gemini-test"}
+
+
+@pytest.fixture
+def gemini_env_of() -> Callable[[Any], dict[str, str]]:
+    return gemini_env

@@ -3,81 +3,10 @@
 from __future__ import annotations
 
 import re
-import time
-from typing import Any
 
 import pytest
 
-pexpect = pytest.importorskip("pexpect")
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-B]|\x1b[=>]|[\x08\x07]")
-
-
-class Terminal:
-    """A chat running in a pty; :meth:`wait_for` looks at what the screen was sent, escapes removed."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
-        self.child = pexpect.spawn(argv[0], argv[1:], env=env, cwd=cwd, encoding="utf-8",
-                                   dimensions=(40, 120), timeout=30)
-        self.raw = ""
-        self.seen = 0  # where the next wait_for starts looking
-        self.ended = False  # the program closed the terminal
-
-    @property
-    def text(self) -> str:
-        return ANSI.sub("", self.raw).replace("\r", "")
-
-    def _pump(self, timeout: float) -> None:
-        try:
-            self.raw += self.child.read_nonblocking(65536, timeout=timeout)
-        except pexpect.TIMEOUT:
-            pass
-        except pexpect.EOF:
-            self.ended = True
-
-    def wait_for(self, wanted: str, timeout: float = 30) -> str:
-        """Wait until ``wanted`` appears after the previous match; returns the screen text up to it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            at = self.text.find(wanted, self.seen)
-            if at >= 0:
-                shown = self.text[self.seen:at + len(wanted)]
-                self.seen = at + len(wanted)
-                return shown
-            if time.monotonic() > deadline or self.ended:
-                why = "the program ended" if self.ended else f"waited {timeout} s"
-                raise AssertionError(f"{wanted!r} not on the screen ({why}); it shows:\n"
-                                     f"{self.text[self.seen:][-3000:]}")
-            self._pump(0.1)
-
-    def prompt(self) -> None:
-        self.wait_for("›")
-
-    def send(self, line: str) -> None:
-        self.child.sendline(line)
-
-    def exit_status(self, timeout: float = 30) -> int:
-        deadline = time.monotonic() + timeout
-        while not self.ended and self.child.isalive() and time.monotonic() < deadline:
-            self._pump(0.1)
-        self.child.close()
-        return self.child.exitstatus if self.child.exitstatus is not None else 128 + (self.child.signalstatus or 0)
-
-
-@pytest.fixture
-def chat(cli_argv, make_env, tmp_path):
-    started: list[Terminal] = []
-
-    def start(server: Any, *args: str) -> Terminal:
-        env = make_env(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", HOME=str(tmp_path), COLUMNS="120")
-        term = Terminal(cli_argv(*args, server=server), env, str(tmp_path))
-        started.append(term)
-        return term
-
-    yield start
-    for term in started:
-        if term.child.isalive():
-            term.child.terminate(force=True)
+pytest.importorskip("pexpect")
 
 
 def test_a_chat_streams_answers_shows_tools_lists_sessions_survives_ctrl_c_and_quits(chat, scripted, workspace,
@@ -219,9 +148,9 @@ def test_resume_shows_where_the_session_left_off_and_clear_and_resume_switch_ses
     assert term.exit_status() == 0
 
 
-def test_the_chat_does_not_start_without_a_server_and_says_so_in_one_line(chat, make_env, cli_argv, tmp_path):
+def test_the_chat_does_not_start_without_a_server_and_says_so_in_one_line(terminal, make_env, cli_argv, tmp_path):
     argv = cli_argv("--model-url", "http://127.0.0.1:9/v1")
-    term = Terminal(argv, make_env(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1"), str(tmp_path))
+    term = terminal(argv, make_env(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1"), str(tmp_path))
     term.wait_for("error: no model server answers at http://127.0.0.1:9/v1 (start one with `bash runsv.sh`")
     assert term.exit_status() == 2
     assert [ln for ln in term.text.splitlines() if ln.strip()] == [
@@ -230,10 +159,10 @@ def test_the_chat_does_not_start_without_a_server_and_says_so_in_one_line(chat, 
 
 
 def test_p_on_a_terminal_shows_a_spinner_while_the_model_thinks_and_ctrl_c_ends_it(cli_argv, make_env, scripted,
-                                                                                   tmp_path):
+                                                                                   terminal, tmp_path):
     server = scripted([{"text": "never arrives", "stall_after": 0}])
     argv = cli_argv("-p", "think hard", server=server)
-    term = Terminal(argv, make_env(TERM="xterm-256color"), str(tmp_path))
+    term = terminal(argv, make_env(TERM="xterm-256color"), str(tmp_path))
     term.wait_for("thinking 0.")  # the spinner counts the seconds
     term.wait_for("thinking 1.")
     term.child.sendintr()

@@ -109,9 +109,11 @@ def test_the_chat_completes_slash_commands_and_their_arguments(tmp_path):
     def complete(text: str) -> list[str]:
         return [c.text for c in completer.get_completions(Document(text), None)]
 
-    assert complete("/s") == ["/sessions"]
-    assert complete("/") == ["/help", "/sessions", "/resume", "/model", "/clear", "/cost", "/memory", "/quit"]
+    assert complete("/s") == ["/sessions", "/skills"]
+    assert complete("/") == ["/help", "/sessions", "/resume", "/model", "/gemini", "/local", "/plan", "/compact",
+                             "/clear", "/cost", "/skills", "/memory", "/quit"]
     assert complete("/memory l") == ["list"]
+    assert complete("/skills re") == ["remove", "restore"]
     assert complete("write a test") == []
 
 

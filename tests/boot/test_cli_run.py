@@ -225,7 +225,8 @@ def test_gemini_runs_the_same_agent_on_the_gemini_api_only_when_asked(cli, file_
     assert done.rc == 0, done.err
     assert (done.json()["status"], done.json()["answer"]) == ("done", "Wrote g.txt.")
     assert (workspace / "g.txt").read_text() == "from gemini"
-    assert "note: this task runs on Google Gemini (gemini-2.5-flash); the session is sent to Google" in done.err
+    assert ("note: this task runs on Google Gemini (gemini-2.5-flash); the session's content (messages, files read, "
+            "tool output) will be sent to Google") in done.err
     assert server.unexpected == 0
 
 
