@@ -272,7 +272,9 @@ class ToolCallStreamFilter:
     ``<tool``, the whole output, because formats 2-4 can only be judged once complete.
     :meth:`finish` parses what was held back and returns a :class:`ParseResult` whose ``calls`` are
     all the calls of the output and whose ``content`` is only the text not shown yet. A call in
-    formats 2-4 that follows prose is still found at the end (its text was shown by then).
+    formats 2-4 that follows prose is still found at the end (its text was shown by then), except
+    a code fence (```` ``` ```` or ```` ```json ````) that starts a line: it is held back until it
+    closes, then dropped if it holds only calls (returned at :meth:`finish`) or shown if not.
     """
 
     def __init__(self, allowed: Collection[str] | None = None) -> None:
@@ -282,6 +284,9 @@ class ToolCallStreamFilter:
         self._decided = False  # seen enough of the start to know how to stream
         self._hold_all = False
         self._in_block = False
+        self._in_fence = False  # _pending starts with a held-back code fence
+        self._line_start = True  # _pending starts at the beginning of a line
+        self._in_other_fence = False  # _pending starts inside a fence that cannot hold a call (```python)
         self._calls: list[ParsedCall] = []
         self._format = ""
 
@@ -303,9 +308,33 @@ class ToolCallStreamFilter:
             return ""
         return self._drain()
 
+    def _show(self, shown: list[str], upto: int) -> None:
+        """Move ``_pending[:upto]`` to the shown text."""
+        if upto <= 0:
+            return
+        text, self._pending = self._pending[:upto], self._pending[upto:]
+        shown.append(text)
+        lines = text.split("\n")
+        if not self._line_start:
+            lines = lines[1:]  # the rest of a line that started earlier
+        for line in lines[:-1]:  # complete lines only
+            if _is_fence_line(line):
+                self._in_other_fence = bool(line[len(FENCE):].strip()) if self._in_other_fence else True
+        self._line_start = text.endswith("\n")
+
     def _drain(self) -> str:
         shown: list[str] = []
         while True:
+            if self._in_fence:
+                end = _fence_end(self._pending)
+                if end is None:
+                    return "".join(shown)
+                if self._take_fence(self._pending[:end]):
+                    self._pending = self._pending[end:]
+                else:
+                    self._show(shown, end)
+                self._in_fence = False
+                continue
             if self._in_block:
                 scanned = _scan_block(self._pending)
                 if scanned is None:
@@ -322,17 +351,36 @@ class ToolCallStreamFilter:
                 self._in_block = False
                 continue
             start = self._pending.find(OPEN_TAG)
-            if start != -1:
-                shown.append(self._pending[:start])
-                self._pending = self._pending[start + len(OPEN_TAG):]
+            fence, undecided = _fence_start(self._pending, self._line_start, self._in_other_fence)
+            if fence != -1 and (start == -1 or fence < start):
+                self._show(shown, fence)
+                self._in_fence = True
+                continue
+            if start != -1 and (undecided == -1 or start < undecided):
+                self._show(shown, start)
+                self._pending = self._pending[len(OPEN_TAG):]
                 self._in_block = True
                 continue
-            # hold back a tail that could be the beginning of "<tool_call>"
+            # hold back a tail that could be the beginning of "<tool_call>", or of a fence
             keep = _partial_suffix(self._pending, OPEN_TAG)
             cut = len(self._pending) - keep
-            shown.append(self._pending[:cut])
-            self._pending = self._pending[cut:]
+            if undecided != -1:
+                cut = min(cut, undecided)
+            self._show(shown, cut)
             return "".join(shown)
+
+    def _take_fence(self, fenced: str) -> bool:
+        """A held-back fence: keep its calls and return ``True`` when it holds calls and nothing else."""
+        _, _, body = fenced.partition("\n")
+        body = body.rstrip()
+        if body.endswith(FENCE):
+            body = body[:-len(FENCE)]
+        parsed = parse_tool_calls(body.strip(), self.allowed)
+        if not parsed.calls or parsed.content.strip():
+            return False
+        self._calls.extend(parsed.calls)
+        self._format = self._format or "fence"
+        return True
 
     def _take_block(self, body: str) -> None:
         parsed = _parse_blocks(OPEN_TAG + body, self.allowed)
@@ -347,7 +395,11 @@ class ToolCallStreamFilter:
 
     def finish(self) -> ParseResult:
         rest, self._pending = self._pending, ""
-        if self._in_block:
+        if self._in_fence:
+            self._in_fence = False
+            if self._take_fence(rest):
+                rest = ""
+        elif self._in_block:
             self._in_block = False
             if rest.strip():
                 self._take_block(rest)
@@ -366,6 +418,60 @@ class ToolCallStreamFilter:
                 self._format = parsed.format
                 rest = ""
         return ParseResult(rest, tuple(self._calls), self._format)
+
+
+FENCE = "```"
+#: info strings of a fence that may hold a call (the others, like ```python, stream as they come)
+CALL_FENCE_INFO = ("", "json", "tool_call", "tool_code")
+
+
+def _is_fence_line(line: str) -> bool:
+    return line.startswith(FENCE)
+
+
+def _fence_start(text: str, line_start: bool, in_other: bool) -> tuple[int, int]:
+    """Where a fence that may hold a call opens at the start of a line, and where the first undecided one opens.
+
+    ``in_other``: ``text`` starts inside a fence that cannot hold a call (```` ```python ````), whose
+    closing line opens nothing. Undecided: the line is not complete yet (or the text ends in a
+    backtick or two at the start of a line), so whether it opens such a fence is not known. ``-1``: none.
+    """
+    pos = 0 if line_start else text.find("\n") + 1
+    if pos == 0 and not line_start:
+        return -1, -1  # no line starts in this text
+    while pos < len(text):
+        line_end = text.find("\n", pos)
+        line = text[pos:] if line_end == -1 else text[pos:line_end]
+        if line_end == -1:
+            held = FENCE.startswith(line) or _is_fence_line(line)
+            return -1, pos if held else -1
+        if _is_fence_line(line):
+            if in_other:
+                in_other = bool(line[len(FENCE):].strip())  # a bare ``` closes it
+            elif line[len(FENCE):].strip().lower() in CALL_FENCE_INFO:
+                return pos, pos
+            else:
+                in_other = True
+        pos = line_end + 1
+    return -1, -1
+
+
+def _fence_end(text: str) -> int | None:
+    """The end of the fence ``text`` opens (after its closing line), or ``None`` while it is open.
+
+    The closing ```` ``` ```` must start a line: a fence inside a JSON string value cannot, as
+    JSON writes a newline in a string as ``\\n``.
+    """
+    pos = text.find("\n")
+    while pos != -1:
+        line_end = text.find("\n", pos + 1)
+        line = text[pos + 1:] if line_end == -1 else text[pos + 1:line_end]
+        if line_end == -1:
+            return None  # the closing line is not complete: its newline is part of the fence
+        if _is_fence_line(line) and not line[len(FENCE):].strip():
+            return line_end + 1
+        pos = line_end
+    return None
 
 
 def _partial_suffix(text: str, tag: str) -> int:

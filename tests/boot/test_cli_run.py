@@ -37,10 +37,11 @@ def test_json_run_creates_the_file_and_reports_success_in_each_reply_format(cli,
     assert server.unexpected == 0
 
 
-# ("fence" is left out: core.toolparse shows a fenced call that follows prose as it streams, by contract)
-@pytest.mark.parametrize("fmt", ["native", "tool_call"])
+@pytest.mark.parametrize("fmt", ["native", "tool_call", "fence"])
 def test_text_run_streams_the_answer_to_stdout_and_tool_lines_to_stderr(cli, scripted, workspace, file_tools, fmt):
-    server = scripted([write_call("a.txt", "x", fmt), {"text": "All **done**: a.txt written."}])
+    call = write_call("a.txt", "x", fmt)
+    call["text"] += "\n"  # a fenced call is held back when it starts a line
+    server = scripted([call, {"text": "All **done**: a.txt written."}])
     done = cli("-p", "write a.txt", server=server)
     assert done.rc == 0, done.err
     assert done.out == "I will write it.\nAll **done**: a.txt written.\n"

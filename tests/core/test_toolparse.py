@@ -191,3 +191,67 @@ def test_stream_seed_tag_format_is_held_and_parsed():
     shown, final = stream('<tool name="read_file">{"path": "t"}</tool>')
     assert shown == ""
     assert final.calls == (ParsedCall("read_file", {"path": "t"}),)
+
+
+CALL_JSON = '{"name": "read_file", "arguments": {"path": "q"}}'
+
+
+def stream_steps(text: str, size: int, allowed=OFFERED):
+    """What each piece of the stream shows, and the result at finish."""
+    f = ToolCallStreamFilter(allowed)
+    steps = [f.feed(text[i:i + size]) for i in range(0, len(text), size)]
+    return steps, f.finish()
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 1000])
+@pytest.mark.parametrize("info", ["", "json"])
+def test_stream_fenced_call_after_prose_never_shows_its_fence(size, info):
+    text = f"Let me look.\n```{info}\n{CALL_JSON}\n```\nThen I will fix it."
+    shown, final = stream(text, size=size)
+    assert shown + final.content == "Let me look.\nThen I will fix it."
+    assert final.calls == (ParsedCall("read_file", {"path": "q"}),)
+    assert final.format == "fence"
+
+
+def test_stream_fenced_json_that_is_not_a_call_is_shown_when_it_closes():
+    text = 'The config:\n```json\n{"debug": true}\n```\nand more'
+    steps, final = stream_steps(text, 1)
+    closed = text.index("```\nand") + len("```\n")
+    assert "".join(steps[:closed]) == 'The config:\n```json\n{"debug": true}\n```\n'  # released at its closing line
+    assert "".join(steps) + final.content == text
+    assert final.calls == ()
+
+
+def test_stream_a_fenced_call_to_a_tool_not_offered_is_shown_as_text():
+    text = 'Try:\n```json\n{"name": "rm_rf", "arguments": {}}\n```\n'
+    shown, final = stream(text)
+    assert shown + final.content == text and final.calls == ()
+
+
+def test_stream_python_fences_stream_as_they_come_and_their_closing_opens_nothing():
+    text = "Code:\n```python\nx = 1\n```\nDone, and ``` inline.\n"
+    steps, final = stream_steps(text, 1)
+    assert "".join(steps[:text.index("x = 1") + 5]) == "Code:\n```python\nx = 1"  # not held until it closes
+    assert "".join(steps) == text and final.content == "" and final.calls == ()
+
+
+def test_stream_an_unclosed_fence_at_the_end_is_a_call_or_text():
+    shown, final = stream(f"Reading.\n```json\n{CALL_JSON}\n")
+    assert (shown, final.content, final.calls) == ("Reading.\n", "", (ParsedCall("read_file", {"path": "q"}),))
+    shown, final = stream("Example:\n```\nnot json at all")
+    assert (shown, final.content, final.calls) == ("Example:\n", "```\nnot json at all", ())
+
+
+def test_stream_a_fence_inside_a_json_string_does_not_close_the_call():
+    call = json.dumps({"name": "write_file", "arguments": {"path": "R.md", "content": "```py\nx\n```\n"}})
+    text = f"Writing.\n```json\n{call}\n```\n"
+    shown, final = stream(text, size=3)
+    assert shown + final.content == "Writing.\n"
+    assert final.calls == (ParsedCall("write_file", {"path": "R.md", "content": "```py\nx\n```\n"}),)
+
+
+def test_stream_a_fence_in_the_middle_of_a_line_is_not_held_and_its_call_is_still_found():
+    text = f"Use ```json {CALL_JSON}``` now"
+    steps, final = stream_steps(text, 1)
+    assert "".join(steps) == text
+    assert final.calls == (ParsedCall("read_file", {"path": "q"}),)
