@@ -407,13 +407,18 @@ class MemoryStore:
             matrix = np.stack([vecs[i] for i in todo])
             index = self._vectors()
             if len(index):
-                ids, sims = index.search_many(matrix, 4)
-                kinds = dict(db.execute(f"SELECT id, kind FROM memories WHERE id IN ({','.join(map(str, set(ids[ids >= 0].tolist())) or '0')})"))
+                found, _ = index.search_many(matrix, 4)
+                wanted = sorted(set(found[found >= 0].tolist()))
+                stored = {r["id"]: r for r in db.execute(
+                    f"SELECT id, kind, deleted, embedding, embed_model FROM memories WHERE id IN ({','.join('?' * len(wanted))})",
+                    wanted)} if wanted else {}
                 for n, pos in enumerate(todo):
-                    for found, sim in zip(ids[n], sims[n]):
-                        if found >= 0 and sim >= self.near_duplicate and kinds.get(int(found)) == chunk[pos][1]:
-                            near[pos] = (int(found), float(sim))
-                            break
+                    # decided on exact similarity: the index's 8-bit scores are only for finding candidates
+                    scored = [(self._similarity(stored[mid], vecs[pos]), mid) for mid in found[n].tolist()
+                              if mid in stored and not stored[mid]["deleted"] and stored[mid]["kind"] == chunk[pos][1]]
+                    if scored and max(scored)[0] >= self.near_duplicate:
+                        sim, mid = max(scored)
+                        near[pos] = (mid, sim)
             within = matrix @ matrix.T
             for a in range(len(todo)):
                 for b in range(a):
@@ -540,33 +545,30 @@ class MemoryStore:
             if filt:
                 allowed = np.array([r[0] for r in self._db.execute(
                     f"SELECT m.id FROM memories m WHERE m.deleted = 0{filt}", args)], dtype=np.int64)
-            vids, vsims = index.search(qv, depth, allowed)
-            fused: dict[int, float] = {}
-            for ranked in (words, vids.tolist()):
-                for rank, mid in enumerate(ranked):
-                    fused[mid] = fused.get(mid, 0.0) + 1.0 / (RRF_K + rank + 1)
-            # on a tie the exact words win: a matching identifier beats a neighbour in meaning
-            matched = set(words)
-            top = sorted(fused, key=lambda mid: (-fused[mid], mid not in matched, mid))[:k]
-            if not top:
-                return []
+            vids, _ = index.search(qv, depth, allowed)
+            candidates = list(dict.fromkeys([*words, *vids.tolist()]))
             rows = {r["id"]: r for r in self._db.execute(
-                f"SELECT * FROM memories WHERE deleted = 0 AND id IN ({','.join('?' * len(top))})", top)}
-        sims = dict(zip(vids.tolist(), vsims.tolist()))
+                f"SELECT * FROM memories WHERE id IN ({','.join('?' * len(candidates))})", candidates)
+                if not r["deleted"]} if candidates else {}  # a row forgotten a moment ago drops out
+        # the index's scores are approximate (8-bit codes): rank the candidates by the exact vectors
+        sims = {mid: self._similarity(row, qv) for mid, row in rows.items()}
+        near = sorted((mid for mid in vids.tolist() if mid in rows), key=lambda mid: -sims[mid])
+        fused: dict[int, float] = {}
+        for ranked in ([mid for mid in words if mid in rows], near):
+            for rank, mid in enumerate(ranked):
+                fused[mid] = fused.get(mid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        # on a tie the exact words win: a matching identifier beats a neighbour in meaning
+        matched = set(words)
+        top = sorted(fused, key=lambda mid: (-fused[mid], mid not in matched, mid))[:k]
         best = 2.0 / (RRF_K + 1)
-        hits = []
-        for mid in top:
-            row = rows.get(mid)
-            if row is None:  # forgotten by another process a moment ago
-                continue
-            if mid in sims:
-                sim = float(sims[mid])
-            elif row["embedding"] is not None and row["embed_model"] == self.embedder.name:
-                sim = float(np.frombuffer(row["embedding"], dtype=np.float32) @ qv)
-            else:
-                sim = 0.0
-            hits.append(Hit(_row_to_memory(row), round(fused[mid] / best, 4), round(sim, 4), mid in matched))
-        return hits
+        return [Hit(_row_to_memory(rows[mid]), round(fused[mid] / best, 4), round(sims[mid], 4), mid in matched)
+                for mid in top]
+
+    def _similarity(self, row: sqlite3.Row, query: np.ndarray) -> float:
+        """Exact cosine similarity of a row's stored vector and ``query`` (0 without a vector)."""
+        if row["embedding"] is None or row["embed_model"] != self.embedder.name:
+            return 0.0
+        return float(np.frombuffer(row["embedding"], dtype=np.float32) @ query)
 
     def recall(self, task: str, budget_tokens: int, count_tokens: Callable[[str], int] | None = None,
                k: int = 8) -> str:

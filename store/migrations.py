@@ -54,7 +54,7 @@ def _m1_memories(db: sqlite3.Connection) -> None:
             deleted   INTEGER NOT NULL DEFAULT 0
         );
         CREATE UNIQUE INDEX memories_live_hash ON memories (hash) WHERE deleted = 0;
-        CREATE INDEX memories_by_updated ON memories (deleted, updated);
+        CREATE INDEX memories_by_updated ON memories (updated) WHERE deleted = 0;
         CREATE TABLE memory_history (
             seq       INTEGER PRIMARY KEY AUTOINCREMENT,
             memory_id INTEGER NOT NULL,
