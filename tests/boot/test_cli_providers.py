@@ -35,7 +35,7 @@ def test_plan_skills_and_compact_in_the_chat_and_gemini_without_a_key_changes_no
     skills.mkdir()
     (skills / "shout.py").write_text(SHOUT)
     server = scripted([PLAN_CALL, {"text": "Planned."}, {"text": "Second answer."},
-                       {"text": "Summary: the person asked for a plan and a second answer."}])
+                       {"text": "Summary: the person asked for a plan and a second answer."}, OVERFLOW, OVERFLOW])
     term = chat(server)
     term.prompt()
     term.send("/plan")
@@ -71,6 +71,10 @@ def test_plan_skills_and_compact_in_the_chat_and_gemini_without_a_key_changes_no
 
     term.send("/gemini")
     term.wait_for("error: GEMINI_API_KEY is not set")
+    term.prompt()
+    term.send("a task too big")
+    term.wait_for("This task no longer fits the local model's context. To continue it on Google Gemini, set")
+    term.wait_for("GEMINI_API_KEY")
     term.prompt()
     term.send("/cost")
     term.wait_for("now on local: scripted-model")
@@ -151,6 +155,23 @@ def test_a_task_that_outgrows_the_local_context_goes_to_gemini_only_after_yes(ch
     term.send("/quit")
     assert term.exit_status() == 0
     assert (server.unexpected, google.unexpected) == (0, 0)
+
+
+def test_with_fallback_gemini_the_chat_moves_the_session_without_asking_and_says_so(chat, scripted, gemini):
+    server = scripted([OVERFLOW, OVERFLOW])
+    google = gemini([{"text": "Went on with Gemini."}])
+    term = chat(server, AGENT_FALLBACK="gemini", **gemini_env(google))
+    term.prompt()
+    term.send("a big task")
+    term.wait_for("context: continuing this session on Google Gemini, as AGENT_FALLBACK=gemini")
+    term.wait_for("now on Google Gemini: gemini-test")
+    term.wait_for("will be sent to Google")
+    term.wait_for("Went on with Gemini.")
+    term.prompt()
+    assert "[yes/no]" not in term.text
+    assert gemini_texts(google.requests[0])[0] == "a big task"
+    term.send("/quit")
+    assert term.exit_status() == 0
 
 
 def test_p_with_fallback_ask_and_no_terminal_says_how_to_continue_and_sends_nothing(cli, scripted, gemini, make_env):
