@@ -184,6 +184,20 @@ def test_p_with_fallback_ask_and_no_terminal_says_how_to_continue_and_sends_noth
     assert google.requests == []
 
 
+def test_p_on_a_terminal_asks_and_yes_continues_on_gemini(terminal, cli_argv, make_env, scripted, gemini, tmp_path):
+    server = scripted([OVERFLOW, OVERFLOW])
+    google = gemini([{"text": "Done there."}])
+    term = terminal(cli_argv("-p", "a big task", server=server),
+                    make_env(TERM="xterm-256color", **gemini_env(google)), str(tmp_path))
+    term.wait_for("Continue this session on Google Gemini (gemini-test)?")
+    term.wait_for("[yes/no]")
+    assert google.requests == []
+    term.send("yes")
+    term.wait_for("Done there.")
+    assert term.exit_status() == 0
+    assert gemini_texts(google.requests[0])[0] == "a big task"
+
+
 def test_p_with_fallback_gemini_continues_there_and_says_so(cli, scripted, gemini, make_env):
     server = scripted([OVERFLOW, OVERFLOW])
     google = gemini([{"text": "Finished on Gemini."}])
