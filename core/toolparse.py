@@ -390,7 +390,7 @@ class ToolCallStreamFilter:
 
     @property
     def calls(self) -> tuple[ParsedCall, ...]:
-        """Calls completed so far (block format only; the others are known at :meth:`finish`)."""
+        """Calls completed so far (blocks, and fences that start a line; the others are known at :meth:`finish`)."""
         return tuple(self._calls)
 
     def finish(self) -> ParseResult:
