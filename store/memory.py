@@ -410,7 +410,7 @@ class MemoryStore:
                 found, _ = index.search_many(matrix, 4)
                 wanted = sorted(set(found[found >= 0].tolist()))
                 stored = {r["id"]: r for r in db.execute(
-                    f"SELECT id, kind, deleted, embedding, embed_model FROM memories WHERE id IN ({','.join('?' * len(wanted))})",
+                    f"SELECT id, embedding, embed_model, kind, deleted FROM memories WHERE id IN ({','.join('?' * len(wanted))})",
                     wanted)} if wanted else {}
                 for n, pos in enumerate(todo):
                     # decided on exact similarity: the index's 8-bit scores are only for finding candidates
@@ -547,28 +547,29 @@ class MemoryStore:
                     f"SELECT m.id FROM memories m WHERE m.deleted = 0{filt}", args)], dtype=np.int64)
             vids, _ = index.search(qv, depth, allowed)
             candidates = list(dict.fromkeys([*words, *vids.tolist()]))
+            # the index's scores are approximate (8-bit codes): rank the candidates by the exact vectors
+            sims = {r[0]: self._similarity(r, qv) for r in self._db.execute(
+                "SELECT id, embedding, embed_model FROM memories WHERE deleted = 0 AND id IN "
+                f"({','.join('?' * len(candidates))})", candidates)} if candidates else {}
+            near = sorted((mid for mid in vids.tolist() if mid in sims), key=lambda mid: -sims[mid])
+            fused: dict[int, float] = {}
+            for ranked in ([mid for mid in words if mid in sims], near):  # a row forgotten meanwhile drops out
+                for rank, mid in enumerate(ranked):
+                    fused[mid] = fused.get(mid, 0.0) + 1.0 / (RRF_K + rank + 1)
+            # on a tie the exact words win: a matching identifier beats a neighbour in meaning
+            matched = set(words)
+            top = sorted(fused, key=lambda mid: (-fused[mid], mid not in matched, mid))[:k]
             rows = {r["id"]: r for r in self._db.execute(
-                f"SELECT * FROM memories WHERE id IN ({','.join('?' * len(candidates))})", candidates)
-                if not r["deleted"]} if candidates else {}  # a row forgotten a moment ago drops out
-        # the index's scores are approximate (8-bit codes): rank the candidates by the exact vectors
-        sims = {mid: self._similarity(row, qv) for mid, row in rows.items()}
-        near = sorted((mid for mid in vids.tolist() if mid in rows), key=lambda mid: -sims[mid])
-        fused: dict[int, float] = {}
-        for ranked in ([mid for mid in words if mid in rows], near):
-            for rank, mid in enumerate(ranked):
-                fused[mid] = fused.get(mid, 0.0) + 1.0 / (RRF_K + rank + 1)
-        # on a tie the exact words win: a matching identifier beats a neighbour in meaning
-        matched = set(words)
-        top = sorted(fused, key=lambda mid: (-fused[mid], mid not in matched, mid))[:k]
+                f"SELECT * FROM memories WHERE id IN ({','.join('?' * len(top))})", top)} if top else {}
         best = 2.0 / (RRF_K + 1)
         return [Hit(_row_to_memory(rows[mid]), round(fused[mid] / best, 4), round(sims[mid], 4), mid in matched)
                 for mid in top]
 
-    def _similarity(self, row: sqlite3.Row, query: np.ndarray) -> float:
-        """Exact cosine similarity of a row's stored vector and ``query`` (0 without a vector)."""
-        if row["embedding"] is None or row["embed_model"] != self.embedder.name:
+    def _similarity(self, row: Sequence[Any], query: np.ndarray) -> float:
+        """Exact cosine similarity of a ``(id, embedding, embed_model, …)`` row's vector and ``query``."""
+        if row[1] is None or row[2] != self.embedder.name:
             return 0.0
-        return float(np.frombuffer(row["embedding"], dtype=np.float32) @ query)
+        return float(np.frombuffer(row[1], dtype=np.float32) @ query)
 
     def recall(self, task: str, budget_tokens: int, count_tokens: Callable[[str], int] | None = None,
                k: int = 8) -> str:
