@@ -182,6 +182,8 @@ class GenerationStream:
                 self.metrics.cancelled.inc()
 
     def _record(self, event: Finished) -> None:
+        if event.finish_reason == "cancelled":  # a non-streaming client that left (see watch_disconnect)
+            self.metrics.cancelled.inc()
         self.metrics.prompt_tokens.inc(event.prompt_tokens)
         self.metrics.cached_tokens.inc(event.cached_tokens)
         self.metrics.completion_tokens.inc(event.completion_tokens)

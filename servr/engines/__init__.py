@@ -50,11 +50,13 @@ def load_engine(settings: Settings, model_path: Path) -> Engine:
 
 def _needs_4bit(settings: Settings, model_path: Path) -> bool:
     """Whether the memory plan loads these weights in 4-bit: only on a GPU, when bf16 does not fit AGENT_VRAM_GB."""
+    import torch
+
     from model.inspect import inspect_weights
     from servr.planner import detect_gpu, plan_memory
 
     gpu = detect_gpu()
-    if gpu is None:
+    if gpu is None or not torch.cuda.is_available():  # a CPU-only torch runs on the CPU in float32
         return False
     plan = plan_memory(inspect_weights(model_path), backend="transformers", vram_gb=settings.vram_gb,
                        ctx=settings.ctx, gpu=gpu, suggest=False)

@@ -105,6 +105,7 @@ class TransformersEngine(Engine):
                  device: str | None = None, load_in_4bit: bool = False, prefix_slots: int = PREFIX_SLOTS,
                  prefix_cache_tokens: int | None = None) -> None:
         folder, gguf_file = _weights_location(model_path)
+        self._encode_lock = threading.Lock()
         if n_threads:
             torch.set_num_threads(n_threads)  # process-wide: this process serves one model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -117,13 +118,13 @@ class TransformersEngine(Engine):
             self._tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(
                 str(folder), gguf_file=gguf_file, dtype=self.dtype, local_files_only=True,
-                quantization_config=quantization, device_map=self.device if self.device == "cuda" else None)
+                quantization_config=quantization,
+                device_map={"": torch.cuda.current_device()} if self.device == "cuda" else None)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelNotFound(f"Transformers could not load {model_path}: {exc}",
                                 hint="is the folder complete (config.json, *.safetensors, tokenizer files), "
                                      "or the GGUF of an architecture Transformers reads?") from None
-        self._model = model.to(self.device) if quantization is None and self.device != "cuda" else model
-        self._model.eval()
+        self._model = model.eval()
         self.model_path = model_path
         self.model_id = model_id
         self.load_in_4bit = load_in_4bit
@@ -187,7 +188,10 @@ class TransformersEngine(Engine):
 
     # --- tokens --------------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=add_special, split_special_tokens=not parse_special))
+        # encode sets flags on the shared Rust tokenizer (split_special_tokens, truncation) before it runs:
+        # two threads encoding at once could each see the other's flags
+        with self._encode_lock:
+            return list(self._tok.encode(text, add_special_tokens=add_special, split_special_tokens=not parse_special))
 
     def detokenize(self, tokens: list[int]) -> str:
         return self._tok.decode(tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False)

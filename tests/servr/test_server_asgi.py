@@ -106,10 +106,14 @@ def test_full_queue_is_503_with_retry_after_and_health_answers_meanwhile(smol_en
     # the real model, slow enough on a CPU that a long answer is still running while we look
     app = create_app(settings(queue_size=1, model_aliases="tiny-qwen"), smol_engine)
     long = {**CHAT, "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
-            "max_tokens": 1500, "temperature": 0.8, "seed": 11, "stream": True}
+            "max_tokens": 1500, "temperature": 0.8, "seed": 11, "stream": True,
+            # the grammar allows the end only after 600 characters: the answer cannot end early
+            "response_format": {"type": "json_schema", "json_schema": {"name": "story", "schema": {
+                "type": "object", "properties": {"story": {"type": "string", "minLength": 600}}, "required": ["story"]}}}}
     with live_server(app) as url:
         with httpx.stream("POST", url + "/v1/chat/completions", json=long, timeout=60) as running:
-            next(line for line in running.iter_lines() if line.startswith("data: "))
+            lines = running.iter_lines()  # held: a dropped iterator closes the connection
+            assert next(line for line in lines if line.startswith("data: "))
             waiting_result: dict[str, int] = {}
             waiter = threading.Thread(target=lambda: waiting_result.update(
                 status=httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=60).status_code))

@@ -31,6 +31,11 @@ WEATHER = {
 TIME = {"type": "function", "function": {"name": "get_time", "description": "Current time",
                                          "parameters": {"type": "object", "properties": {}}}}
 ASK = [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]
+# an answer that cannot end early: the grammar allows the end only after 600 characters
+LONG = {"model": SMOL, "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+        "max_tokens": 1500, "temperature": 0.8, "seed": 11,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "story", "schema": {
+            "type": "object", "properties": {"story": {"type": "string", "minLength": 600}}, "required": ["story"]}}}}
 
 
 @pytest.fixture()
@@ -246,18 +251,24 @@ def _cancelled(url: str) -> float:
 
 def test_disconnect_mid_stream_frees_the_model(client: openai.OpenAI, smol_url: str) -> None:
     before = _cancelled(smol_url)
-    body = {"model": SMOL, "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
-            "max_tokens": 1500, "temperature": 0.8, "seed": 11, "stream": True}
-    with httpx.stream("POST", smol_url + "/v1/chat/completions", json=body, timeout=120) as r:
-        seen = 0
-        for line in r.iter_lines():
-            seen += line.startswith("data: ")
-            if seen >= 5:
-                break
+    with httpx.stream("POST", smol_url + "/v1/chat/completions", json={**LONG, "stream": True}, timeout=120) as r:
+        lines = r.iter_lines()  # held: a dropped iterator closes the connection
+        data = [line for line, _ in zip((ln for ln in lines if ln.startswith("data: ")), range(5))]
+        assert len(data) == 5
         health = httpx.get(smol_url + "/health", timeout=5).json()  # answers while generating
         assert health["queue"]["generating"] is True
     wait_until(lambda: httpx.get(smol_url + "/health").json()["queue"]["generating"] is False, timeout=10)
     assert _cancelled(smol_url) == before + 1
+    r2 = client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=5)
+    assert r2.choices[0].message.content
+
+
+def test_non_streaming_client_that_leaves_stops_its_generation(client: openai.OpenAI, smol_url: str) -> None:
+    before = _cancelled(smol_url)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(smol_url + "/v1/chat/completions", json=LONG, timeout=httpx.Timeout(30, read=1.0))
+    wait_until(lambda: _cancelled(smol_url) == before + 1, timeout=10)
+    wait_until(lambda: httpx.get(smol_url + "/health").json()["queue"]["generating"] is False, timeout=10)
     r2 = client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=5)
     assert r2.choices[0].message.content
 
