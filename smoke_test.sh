@@ -41,9 +41,20 @@ bad = [m for m in ("torch", "llama_cpp", "fastapi") if m in sys.modules]
 sys.exit(f"imported {bad}" if bad else 0)'
 check "settings load from the environment" env AGENT_PORT=8123 "$py" -c '
 from boot.settings import load_settings; assert load_settings().port == 8123'
-check "bad setting stops with one line" bash -c "! AGENT_PORT=notaport '$py' cli.py -p hi 2>&1 | grep -q Traceback"
+one_line_exit_2() {  # the command fails with exit 2 and says why in one line, no stack trace
+    local out rc
+    out="$("$@" 2>&1)"; rc=$?
+    [ "$rc" -eq 2 ] && [ "$(printf '%s\n' "$out" | grep -c .)" -eq 1 ] && ! grep -q Traceback <<<"$out" \
+        || { echo "exit $rc: $out"; return 1; }
+}
+check "bad setting stops with one line (exit 2)" one_line_exit_2 env AGENT_PORT=notaport "$py" cli.py -p hi
+check "no server at the model URL: one line (exit 2)" one_line_exit_2 "$py" cli.py --model-url http://127.0.0.1:9/v1 -p hi
+check "python cli.py --help" "$py" cli.py --help
 check "runsv.sh --help" bash runsv.sh --help
-check "memory plan: 7B Q4_K_M fits 8 GB" bash runsv.sh --plan --profile qwen2.5-coder-7b-instruct-q4_k_m --vram-gb 8 --json
+check "memory plan: 7B Q4_K_M plans 32768 tokens on 8 GB" bash -c "bash runsv.sh --plan --profile qwen2.5-coder-7b-instruct-q4_k_m --vram-gb 8 --json \
+    | '$py' -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d[\"fits\"] and d[\"n_ctx\"]==32768 else d)'"
+check "memory plan: 7B Q8_0 is refused with a suggestion (exit 1)" bash -c "bash runsv.sh --plan --profile qwen2.5-coder-7b-instruct-q8_0 --vram-gb 8 >/dev/null 2>&1; test \$? -eq 1"
+check "skills list --json" bash -c "'$py' cli.py --workspace '$tmp/ws' skills list --json | '$py' -c 'import json,sys; assert isinstance(json.load(sys.stdin), list)'"
 
 AGENT_WORKSPACE="$tmp/ws" bash runsv.sh --demo --port "$port" >"$tmp/server.log" 2>&1 &
 server_pid=$!
