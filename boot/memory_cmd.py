@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from store.embed import Embedder
     from store.memory import MemoryStore
 
-KINDS = ("fact", "lesson", "preference", "snippet")
+KINDS = ("fact", "lesson", "preference", "snippet")  # store.memory.KINDS, without importing numpy for --help
 
 
 def _parser() -> argparse.ArgumentParser:

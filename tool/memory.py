@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ToolError
 from core.tools import Tool, ToolResult, object_schema
+from store.memory import KINDS
 
 if TYPE_CHECKING:
     from store.memory import MemoryStore
-
-KINDS = ["fact", "lesson", "preference", "snippet"]  # the same list as store.memory.KINDS
 PREVIEW_CHARS = 300
 
 DESCRIPTION = (
@@ -26,7 +25,7 @@ def _schema() -> dict[str, Any]:
     return object_schema({
         "action": {"type": "string", "enum": ["store", "search", "forget", "list"], "description": "What to do"},
         "text": {"type": "string", "description": "store: what to remember, one or two self-contained sentences"},
-        "kind": {"type": "string", "enum": KINDS, "description": "store: the kind (default fact); search/list: only this kind"},
+        "kind": {"type": "string", "enum": list(KINDS), "description": "store: the kind (default fact); search/list: only this kind"},
         "tags": {"type": "array", "items": {"type": "string"},
                  "description": "store: a few one-word tags; search/list: only memories with all of these"},
         "query": {"type": "string", "description": "search: what you are looking for"},

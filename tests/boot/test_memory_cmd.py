@@ -99,3 +99,10 @@ def test_commands_in_separate_processes_share_the_store(tmp_path: Path, embedder
     found = cli("search", "where is the build cache", "--json")
     assert found.returncode == 0, found.stderr
     assert [h["id"] for h in json.loads(found.stdout)] == [1]
+
+
+def test_the_command_offers_the_kinds_the_store_accepts() -> None:
+    import boot.memory_cmd
+    import store.memory
+
+    assert boot.memory_cmd.KINDS == store.memory.KINDS
