@@ -10,6 +10,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from typing import Callable
 
@@ -58,10 +59,13 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def pump(proc: subprocess.Popen[bytes], data: bytes | None, out: Capture, err: Capture,
-         deadline: float, *, confined: bool, kill: Callable[[], None]) -> bool:
-    """Feed stdin, read stdout/stderr until both close; True when the deadline passed first.
+         deadline: float, *, confined: bool, kill: Callable[[], None],
+         cancel: threading.Event | None = None) -> str | None:
+    """Feed stdin, read stdout/stderr until both close; ``None``, or why it stopped first.
 
-    ``kill`` ends what the command left holding the pipes after it exited.
+    Returns ``"timeout"`` when the deadline passed and ``"cancelled"`` when ``cancel`` was set
+    (looked at every 0.1 s at most); the caller kills. ``kill`` ends what the command left
+    holding the pipes after it exited.
     """
     sel = selectors.DefaultSelector()
     assert proc.stdout is not None and proc.stderr is not None
@@ -80,8 +84,10 @@ def pump(proc: subprocess.Popen[bytes], data: bytes | None, out: Capture, err: C
     try:
         while sel.get_map():
             now = time.monotonic()
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
             if now >= deadline:
-                return True
+                return "timeout"
             if exited_at is None and proc.poll() is not None:
                 exited_at = now
             if exited_at is not None and now - exited_at > grace:
@@ -109,11 +115,15 @@ def pump(proc: subprocess.Popen[bytes], data: bytes | None, out: Capture, err: C
                     key.data.feed(chunk)
                 else:
                     sel.unregister(key.fileobj)
-        remaining = deadline - time.monotonic()
-        try:
-            proc.wait(timeout=max(remaining, 0.01))
-        except subprocess.TimeoutExpired:
-            return True
-        return False
+        while True:  # the pipes closed; wait for the exit status, still open to a cancel
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            remaining = deadline - time.monotonic()
+            try:
+                proc.wait(timeout=max(min(remaining, 0.1), 0.01))
+                return None
+            except subprocess.TimeoutExpired:
+                if remaining <= 0.1:
+                    return "timeout"
     finally:
         sel.close()

@@ -5,6 +5,11 @@ Variables, imports and definitions persist between calls. The process runs
 length-prefixed JSON over its stdin/stdout. A call that overruns its timeout kills the process
 (and everything it started); the next call starts a fresh one, and the reply says the state was
 lost. ``reset`` does the same on purpose.
+
+When the person presses Ctrl-C (the registry sets the call's ``cancel`` event), the driver gets
+SIGINT: ``KeyboardInterrupt`` stops the running code, its output so far comes back and the
+interpreter's state is kept. Code that does not stop within :data:`INTERRUPT_GRACE_S` (it
+catches the exception, or is stuck in C) is killed with its whole sandbox, as on a timeout.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import signal
 import struct
 import sys
 import threading
@@ -27,6 +33,14 @@ DRIVER = Path(__file__).with_name("pyexe_driver.py")
 #: where the driver is bound read-only inside the sandbox (the project folder is not visible)
 DRIVER_IN_SANDBOX = "/run/agent/pyexe_driver.py"
 _MAX_REPLY = 64 << 20
+#: how long interrupted code gets to stop on KeyboardInterrupt before the process is killed
+INTERRUPT_GRACE_S = 1.0
+#: how often a running call looks at its cancel event
+_POLL_S = 0.05
+
+
+class _Cancelled(Exception):
+    pass
 
 
 class _Timeout(Exception):
@@ -75,14 +89,50 @@ class PythonSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _read_exact(self, proc: sandbox.SandboxProcess, n: int, deadline: float, sel: selectors.BaseSelector) -> bytes:
+    def _driver_pid(self, proc: sandbox.SandboxProcess) -> int | None:
+        """The host pid of the driver: the first process running it down the chain of first children.
+
+        The chain is bwrap, the sandbox's PID 1, the driver (unconfined: the driver itself); the
+        code's own processes are the driver's children, or orphans adopted *after* it by PID 1.
+        """
+        driver = (DRIVER_IN_SANDBOX if self.policy.confined else str(DRIVER)).encode()
+        pid = proc.pid
+        for _ in range(6):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read().split(b"\0")[1:4] == [b"-I", b"-u", driver]:  # bwrap's own argv holds it later
+                        return pid
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    children = f.read().split()
+            except OSError:
+                return None
+            if not children:
+                return None
+            pid = int(children[0])
+        return None
+
+    def _interrupt(self, proc: sandbox.SandboxProcess) -> bool:
+        """SIGINT to the driver (KeyboardInterrupt in the running code); False when it cannot be sent."""
+        pid = self._driver_pid(proc)
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, signal.SIGINT)
+        except OSError:
+            return False
+        return True
+
+    def _read_exact(self, proc: sandbox.SandboxProcess, n: int, deadline: float, sel: selectors.BaseSelector,
+                    cancel: threading.Event | None = None) -> bytes:
         fd = proc.stdout.fileno()
         buf = bytearray()
         while len(buf) < n:
+            if cancel is not None and cancel.is_set() and not buf:
+                raise _Cancelled  # only before a frame starts: a reply being read is read whole
             left = deadline - time.monotonic()
             if left <= 0:
                 raise _Timeout
-            if not sel.select(timeout=min(left, 0.5)):
+            if not sel.select(timeout=min(left, _POLL_S if cancel is not None else 0.5)):
                 if not proc.alive:
                     raise _Died
                 continue
@@ -92,7 +142,11 @@ class PythonSession:
             buf += chunk
         return bytes(buf)
 
-    def _roundtrip(self, code: str, timeout: float) -> dict[str, Any]:
+    def _roundtrip(self, code: str, timeout: float, cancel: threading.Event | None = None) -> tuple[dict[str, Any], bool]:
+        """(the driver's reply, whether the code was interrupted on ``cancel``).
+
+        Raises ``_Cancelled`` when the code could not be interrupted in time (the caller kills).
+        """
         if self._proc is None:
             self._proc = self._start()
         proc = self._proc
@@ -103,12 +157,26 @@ class PythonSession:
         except (BrokenPipeError, OSError):
             raise _Died from None
         deadline = time.monotonic() + timeout
+        interrupted = False
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ)
-            (size,) = struct.unpack(">I", self._read_exact(proc, 4, deadline, sel))
+            while True:
+                try:
+                    header = self._read_exact(proc, 4, deadline, sel, None if interrupted else cancel)
+                    break
+                except _Cancelled:
+                    if not self._interrupt(proc):
+                        raise
+                    interrupted = True
+                    deadline = min(deadline, time.monotonic() + INTERRUPT_GRACE_S)
+                except _Timeout:
+                    if interrupted:
+                        raise _Cancelled from None  # it did not stop on KeyboardInterrupt
+                    raise
+            (size,) = struct.unpack(">I", header)
             if size > _MAX_REPLY:
                 raise _Died
-            return json.loads(self._read_exact(proc, size, deadline, sel).decode("utf-8"))
+            return json.loads(self._read_exact(proc, size, deadline + 5.0, sel).decode("utf-8")), interrupted
 
     def _death_note(self) -> str:
         proc = self._proc
@@ -125,8 +193,12 @@ class PythonSession:
         reason = f"exit status {code}" if code is not None else "unknown reason"
         return f"the Python process died ({reason})" + (f": {detail[-1500:]}" if detail else "")
 
-    def execute(self, code: str, *, timeout_s: float | None = None) -> ToolResult:
-        """Run ``code`` in the session; the result reads like a REPL transcript."""
+    def execute(self, code: str, *, timeout_s: float | None = None,
+                cancel: threading.Event | None = None) -> ToolResult:
+        """Run ``code`` in the session; the result reads like a REPL transcript.
+
+        Setting ``cancel`` stops the running code (see the module's docstring); the result says so.
+        """
         timeout = self.timeout_s if timeout_s is None else min(float(timeout_s), self.timeout_s)
         with self._lock:
             start = time.monotonic()
@@ -136,7 +208,14 @@ class PythonSession:
                         "earlier variables, imports and definitions are gone]")
                 self._stop()
             try:
-                reply = self._roundtrip(code, timeout)
+                reply, interrupted = self._roundtrip(code, timeout, cancel)
+            except _Cancelled:
+                self._stop()
+                return ToolResult(
+                    f"Error: stopped by the person (Ctrl-C) after {time.monotonic() - start:.2f} s: the code did not "
+                    f"stop on KeyboardInterrupt within {INTERRUPT_GRACE_S:g} s, so the Python process was killed; "
+                    "its output and the Python state were lost (variables, imports and definitions are gone)",
+                    ok=False, summary="stopped by the person; state lost", data={"interrupted": True, "state_lost": True})
             except _Timeout:
                 self._stop()
                 return ToolResult.error(
@@ -151,6 +230,11 @@ class PythonSession:
             except SandboxError as exc:
                 return ToolResult.error(exc.message, exc.hint)
         result = self._result(reply, time.monotonic() - start)
+        if interrupted:
+            note = (f"[stopped by the person (Ctrl-C) after {time.monotonic() - start:.2f} s: the running code got "
+                    "KeyboardInterrupt; the Python state (variables, imports, definitions) is kept]")
+            result = ToolResult(note + "\n" + result.content, False, "stopped by the person",
+                                {**result.data, "interrupted": True})
         if lost:
             return ToolResult(lost + "\n" + result.content, result.ok, result.summary, {**result.data, "state_lost": True})
         return result
@@ -182,7 +266,7 @@ class PythonSession:
     # --- the tool ----------------------------------------------------------------------------------
 
     def tool(self) -> Tool:
-        def pyexe(code: str = "", reset: bool = False) -> ToolResult:
+        def pyexe(code: str = "", reset: bool = False, *, cancel: threading.Event | None = None) -> ToolResult:
             if reset:
                 self.reset()
                 if not code.strip():
@@ -190,7 +274,7 @@ class PythonSession:
                                       summary="reset")
             if not code.strip():
                 raise ToolError("no code given", hint="pass Python code in 'code' (or reset=true to restart)")
-            result = self.execute(code)
+            result = self.execute(code, cancel=cancel)
             if reset and result.ok:
                 return ToolResult("[fresh interpreter]\n" + result.content, result.ok, result.summary, result.data)
             return result

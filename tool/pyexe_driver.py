@@ -9,6 +9,10 @@ File descriptors 1 and 2 are pipes read by two threads, so output from the user'
 from the programs it starts is captured, with head and tail kept up to the cap. After each
 call, whatever the code left running is killed (``kill(-1)`` spares only PID 1 and this process;
 it is used only when this process is in a PID namespace of its own).
+
+SIGINT (the person's Ctrl-C, sent by the agent to this process only) raises ``KeyboardInterrupt``
+in the running code, so only that code stops and the namespace survives; between calls it is
+ignored, so a late one cannot end the REPL.
 """
 
 from __future__ import annotations
@@ -146,10 +150,13 @@ def execute(code: str, namespace: dict, cell: int) -> tuple[str | None, str | No
     try:
         tree = ast.parse(code, filename=filename, mode="exec")
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        exec(compile(tree, filename, "exec"), namespace)
-        if last is None:
-            return None, None
-        value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+        # a SIGINT that arrives once the handler is back to SIG_IGN is dropped by the interpreter
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            exec(compile(tree, filename, "exec"), namespace)
+            value = None if last is None else eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if value is None:
             return None, None
         namespace["_"] = value
@@ -193,6 +200,7 @@ def main() -> None:
         collector.start()
         collectors.append(collector)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-big file is an error in the code, not our death
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the running code is interrupted (see execute)
     sys.path.insert(0, "")
     namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
     cell = 0
@@ -206,6 +214,7 @@ def main() -> None:
         for collector, capture in zip(collectors, captures):
             collector.begin(capture, marker)
         value, error = execute(request["code"], namespace, cell)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # also when the interrupt hit execute's own finally
         if os.getpid() != main_pid:
             os._exit(0)  # a process the user's code forked must never answer
         for stream in (sys.stdout, sys.stderr):

@@ -7,13 +7,17 @@ against the tool's JSON schema, and it runs in a worker thread with a timeout, s
 hangs cannot hang the loop. Every expected failure becomes an error :class:`ToolResult` with a
 hint for the model; only a bug in the program raises.
 
-Python cannot kill a thread: a tool that overruns its timeout is abandoned (daemon thread) and
-reported as failed. Tools that start processes must kill them on their own timeout (the shell
-tool kills the whole process group).
+Python cannot kill a thread, so stopping a call is the tool's part of the contract: a tool whose
+callable takes a keyword argument ``cancel`` gets a :class:`threading.Event` of its own for each
+call, set when the person interrupts the run (Ctrl-C) or when the call overruns its timeout. It
+must then stop promptly (the code tools kill their whole sandbox) and may return a result saying
+so, which the registry reports as interrupted. A tool without ``cancel`` that is interrupted or
+overruns is abandoned (daemon thread) and reported as such.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import threading
@@ -33,6 +37,8 @@ from core.tools import Tool, ToolProvider, ToolResult
 CHARS_PER_TOKEN = 3.0
 
 INTERRUPTED = "interrupted by the person before the tool finished"
+#: how long an interrupted tool that takes ``cancel`` gets to stop and report what it did
+STOP_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -341,6 +347,10 @@ class ToolRegistry:
         limit = timeout_s or tool.timeout_s or self.default_timeout_s
         box: dict[str, Any] = {}
         finished = threading.Event()
+        # the tool's own event: set on the run's cancel and on this call's timeout, never shared
+        stop = threading.Event() if takes_cancel(tool) and "cancel" not in args else None
+        if stop is not None:
+            args = {**args, "cancel": stop}
 
         def work() -> None:
             try:
@@ -353,25 +363,39 @@ class ToolRegistry:
         worker = threading.Thread(target=work, daemon=True, name=f"tool-{tool.name}")
         worker.start()
         deadline = start + limit
+        interrupted = False
         while not finished.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if stop is not None:
+                    stop.set()  # the tool kills what it started instead of leaving it running
                 return Outcome(call, ToolResult.error(
-                    f"{tool.name} did not finish within {limit:g} s and was abandoned",
+                    f"{tool.name} did not finish within {limit:g} s and was "
+                    + ("stopped" if stop is not None else "abandoned"),
                     hint="do less in one call (a smaller file, a narrower search, a quicker command)"),
                     time.monotonic() - start, "timeout")
             if cancel is not None and cancel.is_set():
-                return Outcome(call, _interrupted_result(), time.monotonic() - start, "interrupted")
+                if stop is None:
+                    return Outcome(call, _interrupted_result(), time.monotonic() - start, "interrupted")
+                stop.set()
+                interrupted = True
+                # the tool stops its process and says what it had done by then
+                if not finished.wait(STOP_GRACE_S):
+                    return Outcome(call, _interrupted_result(), time.monotonic() - start, "interrupted")
+                break
             finished.wait(min(remaining, 0.05) if cancel is not None else remaining)
         duration = time.monotonic() - start
         if "error" in box:
             exc = box["error"]
             if isinstance(exc, (ToolError, ToolArgumentError, UnknownToolError)):
-                return Outcome(call, ToolResult.error(exc.message, exc.hint), duration, "failed")
+                return Outcome(call, ToolResult.error(exc.message, exc.hint), duration,
+                               "interrupted" if interrupted else "failed")
             if isinstance(exc, KeyboardInterrupt):
                 return Outcome(call, _interrupted_result(), duration, "interrupted")
             raise exc  # a bug in the tool or the program: the person must see it
         result = self._finish(tool, box.get("value"))
+        if interrupted:
+            return Outcome(call, result, duration, "interrupted")
         return Outcome(call, result, duration, "" if result.ok else "failed")
 
     def _finish(self, tool: Tool, value: Any) -> ToolResult:
@@ -387,6 +411,19 @@ class ToolRegistry:
         if clipped is result.content:
             return result
         return ToolResult(clipped, result.ok, result.summary, {**result.data, "clipped": True})
+
+
+def takes_cancel(tool: Tool) -> bool:
+    """Whether ``tool.fn`` takes the keyword argument ``cancel`` (and no argument of the model is named so)."""
+    if "cancel" in (tool.parameters.get("properties") or {}):
+        return False  # the model's argument wins; such a tool cannot be stopped early
+    try:
+        params = inspect.signature(tool.fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    found = params.get("cancel")
+    return found is not None and found.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def _interrupted_result() -> ToolResult:

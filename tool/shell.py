@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import threading
 from typing import Any
 
 from core import sandbox
@@ -110,6 +111,9 @@ def _format(result: sandbox.SandboxResult, timeout_s: float) -> str:
     if result.timed_out:
         head = (f"timed out after {timeout_s:g} s: the command and everything it started were killed "
                 f"(output so far below)")
+    elif result.killed_reason == "cancelled":
+        head = (f"stopped by the person (Ctrl-C) after {result.duration_s:.2f} s: the command and everything "
+                "it started were killed (output so far below)")
     elif result.exit_code is None or result.killed_reason:
         head = f"killed ({result.killed_reason}) after {result.duration_s:.2f} s"
     else:
@@ -129,7 +133,8 @@ def shell_tool(settings: Any, *, policy: sandbox.SandboxPolicy | None = None) ->
     base = policy or sandbox.SandboxPolicy.from_settings(settings)
     max_timeout = base.timeout_s
 
-    def shell(command: str, cwd: str | None = None, timeout_s: float | None = None) -> ToolResult:
+    def shell(command: str, cwd: str | None = None, timeout_s: float | None = None, *,
+              cancel: threading.Event | None = None) -> ToolResult:
         if not command.strip():
             raise ToolError("the command is empty", hint="pass a shell command, e.g. 'ls -la'")
         reason = refusal(command)
@@ -145,13 +150,15 @@ def shell_tool(settings: Any, *, policy: sandbox.SandboxPolicy | None = None) ->
         if timeout <= 0:
             raise ToolError("timeout_s must be positive", hint=f"use a value up to {max_timeout:g}")
         try:
-            result = sandbox.run(command, base, cwd=folder, timeout_s=timeout)
+            result = sandbox.run(command, base, cwd=folder, timeout_s=timeout, cancel=cancel)
         except SandboxError as exc:
             return ToolResult.error(exc.message, exc.hint)
-        summary = ("timed out" if result.timed_out else f"exit {result.exit_code}") + f": {command[:80]}"
-        return ToolResult(_format(result, timeout), ok=result.ok, summary=summary, data={
+        stopped = result.killed_reason == "cancelled"
+        what = "stopped" if stopped else "timed out" if result.timed_out else f"exit {result.exit_code}"
+        return ToolResult(_format(result, timeout), ok=result.ok, summary=f"{what}: {command[:80]}", data={
             "exit_code": result.exit_code, "duration_s": round(result.duration_s, 3),
-            "timed_out": result.timed_out, "truncated": result.truncated, "killed_reason": result.killed_reason})
+            "timed_out": result.timed_out, "truncated": result.truncated, "killed_reason": result.killed_reason,
+            "interrupted": stopped})
 
     return Tool(
         name="shell",

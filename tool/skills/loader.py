@@ -200,14 +200,21 @@ class SkillLoader:
         data, path = skill.data, skill.path
         runner_timeout = self._timeout()
 
-        def run_skill(**args: Any) -> ToolResult:
+        def call_skill(args: dict[str, Any], cancel: threading.Event | None) -> ToolResult:
             self._used[spec.name] = time.monotonic()
-            value = self.runner.call(path, spec.name, spec.function, args, data=data)
+            value = self.runner.call(path, spec.name, spec.function, args, data=data, cancel=cancel)
             text = value if isinstance(value, str) else _json(value)
             return ToolResult(text or "(empty string)", summary=f"{spec.name} returned {_kind(value)}",
                               data={"skill": spec.name, "value": value})
 
-        return Tool(name=spec.name, description=spec.description, parameters=spec.parameters, fn=run_skill,
+        def run_skill(*, cancel: threading.Event | None = None, **args: Any) -> ToolResult:
+            return call_skill(args, cancel)  # the registry's stop event: Ctrl-C kills the skill's process
+
+        def run_skill_named_cancel(**args: Any) -> ToolResult:
+            return call_skill(args, None)  # the skill's own argument is called cancel: it gets no event
+
+        fn = run_skill_named_cancel if "cancel" in (spec.parameters.get("properties") or {}) else run_skill
+        return Tool(name=spec.name, description=spec.description, parameters=spec.parameters, fn=fn,
                     read_only=False, timeout_s=runner_timeout + 15, source="skill")
 
     def _timeout(self) -> float:

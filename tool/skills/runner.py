@@ -13,6 +13,7 @@ import json
 import os
 import site
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -53,13 +54,15 @@ class SkillRunner:
         self.site_dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
 
     def run(self, file: str | os.PathLike[str], name: str, function: str,
-            calls: Sequence[Mapping[str, Any]], *, data: bytes | None = None) -> list[CallOutcome]:
+            calls: Sequence[Mapping[str, Any]], *, data: bytes | None = None,
+            cancel: threading.Event | None = None) -> list[CallOutcome]:
         """Run ``function`` of the skill file ``file`` once per argument set in ``calls``, in one process.
 
         With no calls the module is only loaded: one failed outcome comes back if that fails.
 
         ``data`` is the file's content as it was validated (read from ``file`` when not given); a
-        file that no longer matches is refused. Raises :class:`ToolError` when nothing ran.
+        file that no longer matches is refused. Setting ``cancel`` kills the process (and all it
+        started) within about 0.1 s. Raises :class:`ToolError` when nothing ran, or it was stopped.
         """
         host_path = os.path.realpath(file)
         if data is None:
@@ -75,10 +78,15 @@ class SkillRunner:
                    "module": f"skill_{name}", "calls": [dict(c) for c in calls], "site_dirs": self.site_dirs}
         try:
             result = sandbox.run([sys.executable, "-I", "-S", runner], policy, stdin=json.dumps(request),
-                                 timeout_s=self.timeout_s)
+                                 timeout_s=self.timeout_s, cancel=cancel)
         except SandboxError as exc:
             raise ToolError(f"cannot run skill {name}: {exc.message}", hint=exc.hint) from None
         stderr = result.stderr.strip()
+        if result.killed_reason == "cancelled":
+            raise ToolError(f"skill {name} was stopped by the person (Ctrl-C) after {result.duration_s:.2f} s; "
+                            "its process and everything it started were killed"
+                            + (f"; its stderr so far:\n{stderr[-1500:]}" if stderr else ""),
+                            hint="wait for the person's next instruction")
         if result.timed_out:
             raise ToolError(f"skill {name} ran longer than {self.timeout_s:g} s and was killed",
                             hint="make it faster or give it less work per call (an endless loop?)")
@@ -105,9 +113,9 @@ class SkillRunner:
         return outcomes
 
     def call(self, file: str | os.PathLike[str], name: str, function: str, args: Mapping[str, Any],
-             *, data: bytes | None = None) -> Any:
+             *, data: bytes | None = None, cancel: threading.Event | None = None) -> Any:
         """The value of one call; :class:`ToolError` with the trimmed traceback when it fails."""
-        outcome = self.run(file, name, function, [args], data=data)[0]
+        outcome = self.run(file, name, function, [args], data=data, cancel=cancel)[0]
         if outcome.ok:
             return outcome.value
         raise ToolError(failure_text(name, outcome), hint=failure_hint(outcome))
