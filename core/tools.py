@@ -33,6 +33,11 @@ class Tool:
     ``fn`` receives the validated arguments as keyword arguments and returns a ``str`` or a
     :class:`ToolResult`. ``read_only`` tools may run concurrently with each other.
     ``timeout_s`` bounds one call (``None``: the loop's default).
+
+    Stopping: when ``fn`` takes a keyword argument ``cancel`` (and the schema has no argument of
+    that name), the registry passes a fresh :class:`threading.Event` per call, set when the
+    person interrupts (Ctrl-C) or the call overruns ``timeout_s``. The tool then stops what it
+    started (the code tools kill their sandbox) and may return a result saying what it had done.
     """
 
     name: str

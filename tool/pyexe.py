@@ -169,9 +169,9 @@ class PythonSession:
                         raise
                     interrupted = True
                     deadline = min(deadline, time.monotonic() + INTERRUPT_GRACE_S)
-                except _Timeout:
-                    if interrupted:
-                        raise _Cancelled from None  # it did not stop on KeyboardInterrupt
+                except (_Timeout, _Died):
+                    if interrupted:  # it did not stop on KeyboardInterrupt, or SIGINT came before the code ran
+                        raise _Cancelled from None
                     raise
             (size,) = struct.unpack(">I", header)
             if size > _MAX_REPLY:
@@ -202,6 +202,9 @@ class PythonSession:
         timeout = self.timeout_s if timeout_s is None else min(float(timeout_s), self.timeout_s)
         with self._lock:
             start = time.monotonic()
+            if cancel is not None and cancel.is_set():
+                return ToolResult("Error: stopped by the person (Ctrl-C) before the code ran; the Python state is kept",
+                                  ok=False, summary="stopped by the person", data={"interrupted": True})
             lost = ""
             if self._proc is not None and not self._proc.alive:
                 lost = (f"[{self._death_note()} after the last call: this ran in a fresh interpreter, "

@@ -231,7 +231,8 @@ def test_pyexe_with_cancel_set_first_runs_nothing(code_tools, ws: Path) -> None:
     cancel = threading.Event()
     cancel.set()
     result = session.execute(f"open({str(ws / 'ran')!r}, 'w')", cancel=cancel)
-    assert result.data.get("interrupted") is True and not result.ok
+    assert result.content == "Error: stopped by the person (Ctrl-C) before the code ran; the Python state is kept"
+    assert result.data == {"interrupted": True} and not result.ok
     assert not (ws / "ran").exists()
 
 
