@@ -8,6 +8,8 @@ model's template and sent as the same text to all three, greedy:
    same model in this process (``Llama.create_completion(stream=True)``), and
    ``python -m llama_cpp.server`` (HTTP, streaming). Rounds are interleaved so a busy machine
    slows all three alike; each run changes the prompt's first words so no run reuses the last KV cache.
+   Beside them, with nothing else different: this server's app on the bench's own engine (uvicorn in a
+   thread) against that engine called directly, which isolates what the HTTP layer costs.
 2. start-up: process start to the first answered request, for both servers.
 3. 8 concurrent streaming chat clients (2 requests each): aggregate tokens/s and p95 latency.
 
@@ -119,6 +121,26 @@ class Server:
         self.log.close()
 
 
+class InProcessServer:
+    """This server's app on the bench's own engine, uvicorn in a thread: overhead with nothing else different."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
 def stream_http(url: str, path: str, body: dict[str, Any]) -> tuple[float, float, float, str]:
     """(start, first token time, last token time, text) of one streaming request."""
     start = time.perf_counter()
@@ -189,6 +211,8 @@ def concurrent(url: str, clients: int, per_client: int, max_tokens: int, count: 
         t.join()
     wall = time.perf_counter() - t0
     p95 = statistics.quantiles(latencies, n=20)[-1] if len(latencies) >= 2 else float("nan")
+    if failures:
+        print(f"{url}: {len(failures)} failed, first: {failures[0][:300]}", file=sys.stderr, flush=True)
     return sum(tokens) / wall, p95, len(failures)
 
 
@@ -218,7 +242,12 @@ def main() -> None:
         ours.stop()
         raise
     print(f"started: ours {ours.startup_s:.2f} s, peer {peer.startup_s:.2f} s", file=sys.stderr, flush=True)
-    results: dict[str, list[tuple[float, float, int]]] = {"ours": [], "inproc": [], "peer": []}
+    from boot.settings import Settings
+    from servr.app import create_app
+
+    same = InProcessServer(create_app(Settings(_env_file=None, ctx=args.ctx, threads=args.threads, model="bench"),  # type: ignore[call-arg]
+                                      engine))
+    results: dict[str, list[tuple[float, float, int]]] = {"ours": [], "inproc": [], "peer": [], "same": []}
     try:
         for i in range(args.runs):
             prompt = renderer.render([{"role": "user", "content": f"Run {i}. Write a long, detailed essay about the "
@@ -227,6 +256,11 @@ def main() -> None:
             results["inproc"].append(figures(stream_inproc(llm, prompt, args.max_tokens), count))
             results["ours"].append(figures(stream_http(ours.url, "/v1/completions", body), count))
             results["peer"].append(figures(stream_http(peer.url, "/v1/completions", body), count))
+            same_prompt = renderer.render([{"role": "user", "content": f"Same {i}. Write a long, detailed essay about "
+                                                                        "the history of computing, from the abacus to today."}])
+            results["same"].append(figures(stream_http(same.url, "/v1/completions", {**body, "prompt": same_prompt}), count))
+            results.setdefault("direct", []).append(figures(stream_inproc(llm, same_prompt.replace("Same", "Direct"),
+                                                                          args.max_tokens), count))
             print(f"run {i + 1}/{args.runs}: tokens/s ours {results['ours'][-1][1]:.1f}, in-process "
                   f"{results['inproc'][-1][1]:.1f}, peer {results['peer'][-1][1]:.1f}", file=sys.stderr, flush=True)
         conc_ours = concurrent(ours.url, args.clients, 2, 64, count)
@@ -234,6 +268,7 @@ def main() -> None:
     finally:
         ours.stop()
         peer.stop()
+        same.stop()
         engine.close()
 
     # best of the runs (fastest decode, quickest first token): on a shared machine the slow runs
@@ -256,6 +291,12 @@ def main() -> None:
           f"{ttft['peer'] * 1000:.0f} ms | {ttft['ours'] / ttft['inproc']:.2f} | {ttft['ours'] / ttft['peer']:.2f} |")
     print(f"| time to first token, median | {ttft_med['ours'] * 1000:.0f} ms | {ttft_med['inproc'] * 1000:.0f} ms | "
           f"{ttft_med['peer'] * 1000:.0f} ms | {ttft_med['ours'] / ttft_med['inproc']:.2f} | {ttft_med['ours'] / ttft_med['peer']:.2f} |")
+    print(f"| same engine, one process: decode tokens/s, best / median | {rate['same']:.1f} / {rate_med['same']:.1f} | "
+          f"{rate['direct']:.1f} / {rate_med['direct']:.1f} | | {rate['same'] / rate['direct']:.3f} / "
+          f"{rate_med['same'] / rate_med['direct']:.3f} | |")
+    print(f"| same engine, one process: time to first token, best / median | {ttft['same'] * 1000:.0f} / "
+          f"{ttft_med['same'] * 1000:.0f} ms | {ttft['direct'] * 1000:.0f} / {ttft_med['direct'] * 1000:.0f} ms | | "
+          f"{ttft['same'] / ttft['direct']:.2f} / {ttft_med['same'] / ttft_med['direct']:.2f} | |")
     print(f"| tokens per answer | {toks['ours']:.0f} | {toks['inproc']:.0f} | {toks['peer']:.0f} | | |")
     print(f"| start-up to first answer | {ours.startup_s:.2f} s | | {peer.startup_s:.2f} s | | "
           f"{ours.startup_s / peer.startup_s:.2f} |")
