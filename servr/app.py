@@ -49,6 +49,7 @@ class ServerState:
     renderer: ChatRenderer
     embedder: Embedder
     model_ids: list[str]
+    health_extra: dict[str, Any]
     started: float = field(default_factory=time.time)
 
     def check_model(self, model: str, *, embeddings: bool = False) -> str:
@@ -156,7 +157,7 @@ def _service_routes() -> APIRouter:
                 "embedding_model": s.embedder.model_id, "embedding_loaded": s.embedder.loaded,
                 "queue": {"waiting": s.scheduler.depth, "capacity": s.scheduler.capacity,
                           "generating": s.scheduler.busy},
-                "uptime_s": round(time.time() - s.started, 3)}
+                "uptime_s": round(time.time() - s.started, 3), **s.health_extra}
 
     @router.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -205,13 +206,16 @@ class _CountRequests:
             self.metrics.requests.labels(scope.get("path", ""), str(status["code"])).inc()
 
 
-def create_app(settings: Settings, engine: Engine) -> FastAPI:
-    """A fresh app serving ``engine`` as configured by ``settings``."""
+def create_app(settings: Settings, engine: Engine, *, health_extra: dict[str, Any] | None = None) -> FastAPI:
+    """A fresh app serving ``engine`` as configured by ``settings``.
+
+    ``health_extra`` is added to every ``/health`` answer (the start-up code passes the memory plan).
+    """
     scheduler = Scheduler(settings.queue_size)
     metrics = ServerMetrics(lambda: scheduler.depth, lambda: scheduler.busy)
     model_ids = [engine.model_id] + [a for a in settings.model_aliases if a != engine.model_id]
     state = ServerState(settings, engine, scheduler, metrics, ChatRenderer(engine.chat_template()),
-                        Embedder(settings.embed_model), model_ids)
+                        Embedder(settings.embed_model), model_ids, dict(health_extra or {}))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

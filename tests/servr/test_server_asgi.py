@@ -135,3 +135,8 @@ def test_health_describes_the_engine(app) -> None:
     assert body["model"] == "tiny-qwen" and body["backend"] == "llamacpp" and body["n_ctx"] == 1024
     assert body["chat_template"] == "gguf" and body["queue"]["capacity"] == 16
     assert json.dumps(body)  # plain JSON
+
+
+def test_health_carries_what_start_up_adds(qwen_engine) -> None:
+    app = create_app(settings(model="tiny-qwen"), qwen_engine, health_extra={"memory_plan": {"fits": True, "n_ctx": 1024}})
+    assert asgi(app, "GET", "/health").json()["memory_plan"] == {"fits": True, "n_ctx": 1024}
