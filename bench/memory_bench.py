@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -49,6 +50,19 @@ OBJECTS = ["the VPN is down", "Redis is not running", "the disk is full", "a mig
 QUERIES = ["why does the build fail", "what slows down the test suite", "deploy problems with the VPN",
            "database migration pending", "cache layer and redis", "worker queue timeouts",
            "login page token expired", "how to import CSV files", "search index is slow", "backup task disk full"]
+
+
+class KnownQueries:
+    """The real embedder, except that the benchmark's queries come with their vectors computed."""
+
+    def __init__(self, embedder: SentenceTransformerEmbedder, known: dict[str, np.ndarray]) -> None:
+        self.inner, self.known = embedder, known
+        self.name, self.dim = embedder.name, embedder.dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if len(texts) == 1 and texts[0] in self.known:
+            return self.known[texts[0]]
+        return self.inner.embed(texts)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -139,8 +153,11 @@ def main() -> None:
                  f"{args.queries} queries; target p50 < 20 ms"))
     rows.append(("  of which: query embedding alone", f"p50 {percentile(embed_ms, 50):.1f} ms",
                  f"p95 {percentile(embed_ms, 95):.1f} ms"))
-    rest = [a - b for a, b in zip(lat, embed_ms)]
-    rows.append(("  hybrid search less the query embedding (per query)", f"p50 {percentile(rest, 50):.1f} ms",
+    known = {q: embedder.embed([q]) for q in queries}
+    store.embedder = KnownQueries(embedder, known)
+    rest = [timed(lambda q=q: store.search(q, k=5), 1)[0] for q in queries]
+    store.embedder = embedder
+    rows.append(("  hybrid search with the query's vector ready", f"p50 {percentile(rest, 50):.1f} ms",
                  f"p95 {percentile(rest, 95):.1f} ms: FTS5, FAISS, exact re-scoring, fusion, rows"))
     fts_ms = []
     for q in queries:
@@ -222,6 +239,7 @@ def main() -> None:
                  f"{matrix.nbytes / 2**20:,.0f} MiB"))
 
     load = os.getloadavg()
+    shutil.rmtree(folder, ignore_errors=True)
     print(f"Memory store, {args.memories:,} memories, {os.cpu_count()} CPU cores, load average at the start "
           f"{load_at_start[0]:.1f}, at the end {load[0]:.1f}\n")
     print("| figure | value | notes / peer in the same run |")
