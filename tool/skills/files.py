@@ -7,8 +7,10 @@ Layout of ``workspace/skills/``::
     .versions/<name>@<v>.py   every version ever written, so any can be restored
     .manifest.lock            serialises writers (the agent and ``cli.py skills`` may run at once)
 
-Names reach the file system only after :func:`tool.skills.validate.check_name`, and every write
-goes through :func:`core.paths.write_atomic` confined to this folder.
+Names reach the file system only after :func:`tool.skills.validate.check_name`. Every file
+operation is confined to the WORKSPACE root with paths ``skills/...`` (:mod:`core.paths` walks
+each component with ``O_NOFOLLOW``), and a ``skills`` that is a symbolic link is refused: sandboxed
+code can write the workspace, so it could otherwise point the unsandboxed writers anywhere.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.paths import write_atomic
+from core.errors import ToolError
+from core.paths import confined_dir, open_confined, write_atomic
 from tool.skills.schema import SkillInvalid
 from tool.skills.validate import analyse, check_name
 
@@ -37,8 +41,29 @@ LOCK = ".manifest.lock"
 _VERSION_REF = re.compile(r"^([a-z][a-z0-9_]*)@([1-9][0-9]{0,5})$")
 
 
+FOLDER = "skills"
+
+
 def skills_dir(workspace_root: str | os.PathLike[str]) -> Path:
-    return Path(workspace_root) / "skills"
+    return Path(workspace_root) / FOLDER
+
+
+def refuse_linked_folder(workspace_root: str | os.PathLike[str]) -> None:
+    """Raise :class:`SkillInvalid` when ``workspace/skills`` is a symbolic link (or not a folder).
+
+    Code run in the sandbox can write the workspace; a ``skills`` link would send the
+    unsandboxed writers (promote_skill, ``cli.py skills``) and the loader elsewhere.
+    """
+    path = skills_dir(workspace_root)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise SkillInvalid(f"{path} is a symbolic link, not a folder: skills are not read or written through it",
+                           hint=f"remove the link and make {FOLDER}/ a real folder inside the workspace")
+    if not stat.S_ISDIR(st.st_mode):
+        raise SkillInvalid(f"{path} is a file, not a folder", hint=f"move it away so {FOLDER}/ can be a folder")
 
 
 def split_header(text: str) -> tuple[dict[str, str], str]:
@@ -83,31 +108,66 @@ class SkillStore:
     """The skills folder of one workspace: write, remove and restore skills; read the manifest."""
 
     def __init__(self, workspace_root: str | os.PathLike[str]) -> None:
-        self.root = skills_dir(workspace_root)
+        self.workspace = Path(workspace_root)
+        self.root = skills_dir(workspace_root)  # for messages; files are reached through self.workspace
+
+    def _rel(self, *parts: str) -> str:
+        return "/".join((FOLDER, *parts))
 
     def ensure(self) -> Path:
-        (self.root / VERSIONS).mkdir(parents=True, exist_ok=True)
+        """Create ``skills/`` and ``skills/.versions/`` (never through a symbolic link)."""
+        refuse_linked_folder(self.workspace)
+        for parent, name in ((".", FOLDER), (FOLDER, VERSIONS)):
+            with confined_dir(self.workspace, parent) as fd, contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o755, dir_fd=fd)
+        refuse_linked_folder(self.workspace)  # swapped in between the check and the mkdir
         return self.root
+
+    @contextlib.contextmanager
+    def _folder(self) -> Iterator[int]:
+        """A descriptor of ``skills/`` opened without following links."""
+        refuse_linked_folder(self.workspace)
+        with confined_dir(self.workspace, FOLDER) as fd:
+            yield fd
+
+    def _read(self, *parts: str) -> bytes:
+        refuse_linked_folder(self.workspace)
+        with open_confined(self.workspace, self._rel(*parts), "rb") as f:
+            return f.read()
+
+    def _write(self, data: bytes, *parts: str) -> None:
+        refuse_linked_folder(self.workspace)
+        write_atomic(self.workspace, self._rel(*parts), data)
+
+    def _is_file(self, name: str) -> bool:
+        """Whether ``skills/<name>`` is a regular file (a symbolic link is not)."""
+        try:
+            with self._folder() as fd:
+                return stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+        except FileNotFoundError:
+            return False
+        except ToolError:
+            if os.path.lexists(self.root):
+                raise
+            return False
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """The manifest, for a read-modify-write under an exclusive lock; written back on success."""
         self.ensure()
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with open_confined(self.workspace, self._rel(LOCK), "ab") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             manifest = self.manifest()
             yield manifest
             data = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-            write_atomic(self.root, MANIFEST, data.encode("utf-8"))
-        finally:
-            os.close(fd)
+            self._write(data.encode("utf-8"), MANIFEST)
 
     def manifest(self) -> dict[str, Any]:
         """The manifest (an empty one when missing or unreadable: the skill files are the truth)."""
+        refuse_linked_folder(self.workspace)
         try:
-            data = json.loads((self.root / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(self._read(MANIFEST).decode("utf-8"))
+        except (OSError, ValueError, ToolError):
             return {"format": 1, "skills": {}}
         if not isinstance(data, dict) or not isinstance(data.get("skills"), dict):
             return {"format": 1, "skills": {}}
@@ -117,18 +177,18 @@ class SkillStore:
         found = self.manifest()["skills"].get(name)
         return found if isinstance(found, dict) else None
 
-    def _file(self, name: str) -> Path:
-        return self.root / f"{check_name(name)}.py"
-
-    def _version_file(self, name: str, version: int) -> Path:
-        return self.root / VERSIONS / f"{check_name(name)}@{int(version)}.py"
+    def read_current(self, name: str) -> str:
+        """The text of ``skills/<name>.py``; empty when there is none."""
+        if not self._is_file(f"{check_name(name)}.py"):
+            return ""
+        return self._read(f"{name}.py").decode("utf-8", errors="replace")
 
     def versions(self, name: str) -> list[int]:
         """The kept versions of ``name``, oldest first."""
-        folder = self.root / VERSIONS
+        refuse_linked_folder(self.workspace)
         found = []
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(folder):
+        with contextlib.suppress(OSError, ToolError), confined_dir(self.workspace, self._rel(VERSIONS)) as fd:
+            for entry in os.scandir(fd):
                 match = _VERSION_REF.match(entry.name.removesuffix(".py"))
                 if match and match.group(1) == name and entry.name.endswith(".py"):
                     found.append(int(match.group(2)))
@@ -138,15 +198,14 @@ class SkillStore:
              description: str, restored_from: int | None = None) -> Written:
         """Write ``module_source`` as the next version of skill ``name`` (the old one stays restorable)."""
         check_name(name)
+        current = self.root / f"{name}.py"
         with self._locked() as manifest:
             entry = manifest["skills"].get(name) or {}
-            current = self._file(name)
-            existing = current.is_file()
+            existing = self._is_file(f"{name}.py")
             version = max([int(entry.get("version", 0))] + self.versions(name)) + 1
             if existing and not self.versions(name):
                 # a hand-written file promoted over: keep it as version 1 before replacing it
-                old = current.read_bytes()
-                write_atomic(self.root, f"{VERSIONS}/{name}@{version}.py", old)
+                self._write(self._read(f"{name}.py"), VERSIONS, f"{name}@{version}.py")
                 version += 1
             created = now_iso()
             header = make_header({"name": name, "function": function, "version": version, "created": created,
@@ -154,8 +213,8 @@ class SkillStore:
                                   "restored_from": restored_from})
             body = module_source if module_source.endswith("\n") else module_source + "\n"
             data = (header + body).encode("utf-8")
-            write_atomic(self.root, f"{VERSIONS}/{name}@{version}.py", data)
-            write_atomic(self.root, f"{name}.py", data)
+            self._write(data, VERSIONS, f"{name}@{version}.py")
+            self._write(data, f"{name}.py")
             history = list(entry.get("versions", []))
             history.append({"version": version, "created": created, "source": source, "sha256": function_sha256,
                             "file_sha256": hashlib.sha256(data).hexdigest(),
@@ -168,14 +227,16 @@ class SkillStore:
 
     def remove(self, name: str) -> Path:
         """Take skill ``name`` out of use; its versions stay in ``.versions`` for :meth:`restore`."""
-        current = self._file(name)
+        check_name(name)
+        current = self.root / f"{name}.py"
         with self._locked() as manifest:
-            if not current.is_file() or current.is_symlink():
+            if not self._is_file(f"{name}.py"):
                 raise SkillInvalid(f"there is no skill named {name!r}", hint="see `python cli.py skills list`")
             if not self.versions(name):
                 # hand-written: keep what is removed, so it can come back
-                write_atomic(self.root, f"{VERSIONS}/{name}@1.py", current.read_bytes())
-            current.unlink()
+                self._write(self._read(f"{name}.py"), VERSIONS, f"{name}@1.py")
+            with self._folder() as fd:
+                os.unlink(f"{name}.py", dir_fd=fd)
             entry = manifest["skills"].get(name)
             if isinstance(entry, dict):
                 entry["removed"] = True
@@ -192,13 +253,13 @@ class SkillStore:
                          function_sha256=spec.function_sha256, description=spec.description, restored_from=version)
 
     def read_version(self, name: str, version: int) -> str:
-        path = self._version_file(name, version)
-        try:
-            return path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            kept = ", ".join(f"{name}@{v}" for v in self.versions(name)) or "none"
+        check_name(name)
+        kept = self.versions(name)
+        if int(version) not in kept:
+            listed = ", ".join(f"{name}@{v}" for v in kept) or "none"
             raise SkillInvalid(f"there is no version {version} of skill {name!r}",
-                               hint=f"the kept versions are: {kept}") from None
+                               hint=f"the kept versions are: {listed}")
+        return self._read(VERSIONS, f"{name}@{int(version)}.py").decode("utf-8")
 
 
 def parse_version_ref(text: str) -> tuple[str, int]:

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable
 
 from core.errors import AgentError
 from core.tools import Tool, ToolResult
-from tool.skills.files import skills_dir, split_header
+from core.paths import confined_dir
+from tool.skills.files import refuse_linked_folder, skills_dir, split_header
 from tool.skills.relevance import MAX_OFFERED, EmbedderFactory, Relevance
 from tool.skills.runner import SkillRunner
 from tool.skills.schema import SkillInvalid
@@ -69,7 +70,8 @@ class SkillLoader:
             if settings is None:
                 raise ValueError("SkillLoader needs settings or a workspace")
             workspace = settings.workspace_root
-        self.root = skills_dir(workspace)
+        self.workspace = Path(workspace)
+        self.root = skills_dir(workspace)  # for messages; scanned through self.workspace without following links
         self.settings = settings
         self._registry = registry
         self._reserved = reserved
@@ -122,37 +124,41 @@ class SkillLoader:
             self._scanned = True
             seen: dict[str, LoadedSkill] = {}
             try:
-                entries = list(os.scandir(self.root))
-            except (FileNotFoundError, NotADirectoryError):
-                entries = []
+                refuse_linked_folder(self.workspace)
+                with confined_dir(self.workspace, "skills") as fd:
+                    for entry in list(os.scandir(fd)):
+                        self._scan_entry(fd, entry, first, seen)
+            except AgentError as exc:
+                if os.path.lexists(self.root):
+                    self._report(("", (0, 0, 0), exc.message),
+                                 f"skills: not loaded: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
             except OSError as exc:
                 self._report(("", (0, 0, 0), str(exc)), f"skills: cannot read {self.root}: {exc}")
-                entries = []
-            for entry in entries:
-                if not entry.name.endswith(".py") or entry.name.startswith("."):
-                    continue
-                name = entry.name[:-3]
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue  # deleted while we looked
-                key = (st.st_mtime_ns, st.st_size, st.st_ino)
-                old = self._skills.get(name)
-                if old is not None and old.key == key:
-                    seen[name] = old
-                    continue
-                skill = self._load(name, Path(entry.path), st, key)
-                seen[name] = skill
-                if skill.problem:
-                    self._report((name, key, skill.problem), f"skill file skills/{entry.name} is not loaded: "
-                                                             f"{skill.problem}")
-                elif not first:
-                    self._notice(f"skill {name} {'reloaded (the file changed)' if old else 'loaded'}")
             if not first:
                 for name in sorted(set(self._skills) - set(seen)):
                     self._notice(f"skill {name} removed (its file is gone)")
             self._skills = seen
             return [seen[n] for n in sorted(seen)]
+
+    def _scan_entry(self, fd: int, entry: os.DirEntry[str], first: bool, seen: dict[str, LoadedSkill]) -> None:
+        if not entry.name.endswith(".py") or entry.name.startswith("."):
+            return
+        name = entry.name[:-3]
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            return  # deleted while we looked
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        old = self._skills.get(name)
+        if old is not None and old.key == key:
+            seen[name] = old
+            return
+        skill = self._load(name, self.root / entry.name, st, key, dir_fd=fd)
+        seen[name] = skill
+        if skill.problem:
+            self._report((name, key, skill.problem), f"skill file skills/{entry.name} is not loaded: {skill.problem}")
+        elif not first:
+            self._notice(f"skill {name} {'reloaded (the file changed)' if old else 'loaded'}")
 
     def _report(self, key: tuple[str, tuple[int, int, int], str], message: str) -> None:
         if key in self._reported:
@@ -161,7 +167,8 @@ class SkillLoader:
         log.warning("%s", message)
         self._notice(message)
 
-    def _load(self, name: str, path: Path, st: os.stat_result, key: tuple[int, int, int]) -> LoadedSkill:
+    def _load(self, name: str, path: Path, st: os.stat_result, key: tuple[int, int, int],
+              *, dir_fd: int | None = None) -> LoadedSkill:
         skill = LoadedSkill(name, path, key)
         try:
             check_name(name)
@@ -170,7 +177,8 @@ class SkillLoader:
                                    hint="put the skill's source itself in the folder")
             if st.st_size > MAX_SOURCE_BYTES:
                 raise SkillInvalid(f"it is larger than {MAX_SOURCE_BYTES // 1024} KB", hint="keep a skill small")
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path.name if dir_fd is not None else path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         dir_fd=dir_fd)
             with os.fdopen(fd, "rb") as f:
                 skill.data = f.read(MAX_SOURCE_BYTES + 1)
             try:
