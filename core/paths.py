@@ -34,8 +34,44 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 _DIR_FLAGS = DIR_FLAGS  # the name this module used first
 
 
+#: names the file tools neither read nor write, at any depth: the secrets file that
+#: ``boot/settings.py`` reads (``AGENT_SANDBOX``, API keys) and the agent's own state folder.
+#: Shared with the sandbox, which should keep sandboxed code away from the same names.
+PROTECTED = (".env", ".agent")
+
+
 class PathEscape(ToolError):
     """A path leads outside the workspace."""
+
+
+class ProtectedPath(ToolError):
+    """A path names a protected file or folder (:data:`PROTECTED`)."""
+
+
+def protected_part(real_path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str | None:
+    """The :data:`PROTECTED` name that ``real_path`` (a resolved path inside ``root``) is or lies in."""
+    rel = os.path.relpath(os.fspath(real_path), os.path.realpath(root))
+    if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
+        return None
+    return next((part for part in rel.split(os.sep) if part in PROTECTED), None)
+
+
+def is_protected(real_path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
+    """Whether ``real_path`` (resolved, inside ``root``) is or lies inside one of :data:`PROTECTED`."""
+    return protected_part(real_path, root) is not None
+
+
+def refuse_protected(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """The real path of ``path`` in ``root``; raises :class:`ProtectedPath` for a protected name."""
+    real = resolve_in_workspace(root, path)
+    part = protected_part(real, root)
+    if part is not None:
+        what = ("the secrets and settings file (API keys, AGENT_SANDBOX)" if part == ".env"
+                else "the agent's own state (sessions, memories)")
+        raise ProtectedPath(f"{os.fspath(path)!r} is {part if part == '.env' else 'inside ' + part + '/'}, {what}; "
+                            "the file tools do not read or write it",
+                            hint="ask the person to change it themselves if it must change")
+    return real
 
 
 def _outside(path: str, hint: str | None = None) -> PathEscape:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from core.errors import ToolError
-from core.paths import DIR_FLAGS, open_confined, relative_to_workspace, resolve_in_workspace, write_atomic
+from core.paths import (DIR_FLAGS, open_confined, refuse_protected, relative_to_workspace, resolve_in_workspace,
+                        write_atomic)
 from core.tools import Tool, ToolResult, object_schema
 from tool.search import Entry, compile_glob, format_matches, search, walk
 
@@ -69,12 +70,11 @@ class FileTools:
     def _rel(self, path: str) -> str:
         return relative_to_workspace(self.root, resolve_in_workspace(self.root, path))
 
-    def _writable(self, path: str) -> str:
-        rel = self._rel(path)
-        if rel == STATE_DIR or rel.startswith(STATE_DIR + "/"):
-            raise ToolError(f"{path!r} is inside {STATE_DIR}/, the agent's own state (sessions, memories)",
-                            hint=f"write somewhere outside {STATE_DIR}/")
-        return rel
+    def _allowed(self, path: str) -> str:
+        """The workspace-relative name of ``path``; protected names (``.env``, ``.agent/``) are refused."""
+        return relative_to_workspace(self.root, refuse_protected(self.root, path))
+
+    _writable = _allowed
 
     # --- list_files ---------------------------------------------------------------------------
 
@@ -142,7 +142,7 @@ class FileTools:
         if start_line is not None and end_line is not None and end_line < start_line:
             raise ToolError(f"end_line {end_line} is before start_line {start_line}",
                             hint="give end_line >= start_line, or leave end_line out to read to the end")
-        rel = self._rel(path)
+        rel = self._allowed(path)
         with open_confined(self.root, path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(8192)

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from core.errors import ToolError
-from core.paths import DIR_FLAGS, PathEscape, confined_dir, relative_to_workspace, resolve_in_workspace
+from core.paths import (DIR_FLAGS, PROTECTED, PathEscape, confined_dir, refuse_protected, relative_to_workspace,
+                        resolve_in_workspace)
 
 #: folders neither listed into nor searched: version control, the agent's own state, caches
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".agent", "__pycache__", ".venv", "node_modules",
@@ -251,7 +252,7 @@ def search(root: Path, pattern: str, *, path: str = ".", glob: str | None = None
     """
     regex = compile_pattern(pattern, ignore_case)
     matcher = compile_glob(glob) if glob else None
-    real = resolve_in_workspace(root, path)
+    real = refuse_protected(root, path)
     if not real.exists():
         raise ToolError(f"{path!r} does not exist", hint="list_files shows what exists")
     if not real.is_dir() and not real.is_file():
@@ -284,7 +285,8 @@ def _search_python(root: Path, real: Path, regex: re.Pattern[str], matcher: Call
     is_dir = real.is_dir()
     items = walk(root, rel_real) if is_dir else _single_file(root, rel_real)
     for dir_fd, entry in items:
-        if entry.kind != "file" or (matcher is not None and is_dir and not matcher(entry.rel)):
+        if entry.kind != "file" or entry.name in PROTECTED or (matcher is not None and is_dir
+                                                                and not matcher(entry.rel)):
             continue
         if time.monotonic() > deadline:
             return SearchResult(matches, False, "python", skipped, stopped_early=True)
@@ -351,7 +353,7 @@ def _search_rg(binary: str, root: Path, real: Path, pattern: str, ignore_case: b
     if is_dir:
         if glob:
             args += ["--glob", glob]
-        for skipped in sorted(SKIP_DIRS):
+        for skipped in sorted(SKIP_DIRS | set(PROTECTED)):
             args += ["--glob", f"!{skipped}"]
     args += ["--regexp", pattern, "--", "./" + (name if not is_dir else "")]
     matches: list[Match] = []
@@ -384,6 +386,8 @@ def _search_rg(binary: str, root: Path, real: Path, pattern: str, ignore_case: b
             if matcher is not None and is_dir and not matcher(rel):
                 continue
             wpath = prefix + rel
+            if wpath.rpartition("/")[2] in PROTECTED:
+                continue  # the globs above keep it out; this holds even for a ripgrep that ignores them
             if wpath not in checked:
                 checked[wpath] = _still_inside(root, wpath)
             if not checked[wpath]:
