@@ -362,6 +362,16 @@ class ToolRegistry:
 
         worker = threading.Thread(target=work, daemon=True, name=f"tool-{tool.name}")
         worker.start()
+        try:
+            return self._wait(call, tool, limit, start, box, finished, cancel, stop)
+        except BaseException:  # KeyboardInterrupt in this thread: the tool must not run on unattended
+            if stop is not None:
+                stop.set()
+            raise
+
+    def _wait(self, call: ToolCall, tool: Tool, limit: float, start: float, box: dict[str, Any],
+              finished: threading.Event, cancel: threading.Event | None, stop: threading.Event | None) -> Outcome:
+        """The outcome once the worker has finished, the call overran ``limit``, or ``cancel`` was set."""
         deadline = start + limit
         interrupted = False
         while not finished.is_set():
@@ -383,7 +393,8 @@ class ToolRegistry:
                 if not finished.wait(STOP_GRACE_S):
                     return Outcome(call, _interrupted_result(), time.monotonic() - start, "interrupted")
                 break
-            finished.wait(min(remaining, 0.05) if cancel is not None else remaining)
+            # short waits also let a KeyboardInterrupt in this thread through (a lock wait hides it)
+            finished.wait(min(remaining, 0.05))
         duration = time.monotonic() - start
         if "error" in box:
             exc = box["error"]

@@ -5,6 +5,7 @@ call works. Checked on the host: no process of the sandbox is left.
 
 from __future__ import annotations
 
+import _thread
 import threading
 import time
 import uuid
@@ -169,6 +170,22 @@ def test_ctrl_c_stops_a_shell_command_and_everything_it_started(code_tools, ws: 
 
     again = registry.execute(ToolCall("shell", {"command": "echo fine"}))
     assert again.failure == "" and "--- stdout ---\nfine" in again.result.content
+
+
+def test_keyboard_interrupt_in_the_calling_thread_also_stops_the_command(code_tools, ws: Path) -> None:
+    registry, _ = code_tools
+    marker = _sleep_marker()
+
+    def press_ctrl_c() -> None:
+        end = time.monotonic() + 20
+        while not processes_with(f"sleep\x00{marker}") and time.monotonic() < end:
+            time.sleep(0.02)
+        _thread.interrupt_main()  # as SIGINT does, in the thread that waits on the tool
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        registry.execute(ToolCall("shell", {"command": f"sleep {marker}"}))
+    assert wait_gone(lambda: processes_with(f"sleep\x00{marker}")) == []
 
 
 def test_sandbox_run_with_cancel_set_first_runs_nothing(ws: Path) -> None:
