@@ -28,7 +28,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 from core.errors import ToolError
 from core.paths import (DIR_FLAGS, PROTECTED, PathEscape, confined_dir, refuse_protected, relative_to_workspace,
@@ -371,6 +371,11 @@ def _search_rg(binary: str, root: Path, real: Path, pattern: str, ignore_case: b
     # a search that runs long is ended by killing ripgrep; what it found so far is kept
     timer = threading.Timer(time_limit_s, _kill_group, (proc,))
     timer.start()
+    # stderr is drained meanwhile (keeping its start, for pattern errors): ripgrep blocks on a
+    # full pipe, and a tree full of unreadable folders writes a line for each
+    errors = bytearray()
+    drain = threading.Thread(target=_drain, args=(proc.stderr, errors), daemon=True)
+    drain.start()
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:
@@ -404,11 +409,25 @@ def _search_rg(binary: str, root: Path, real: Path, pattern: str, ignore_case: b
         timer.cancel()
         if proc.poll() is None:
             _kill_group(proc)
-        _, err = proc.communicate()
+        proc.wait()
+        drain.join()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    err = bytes(errors)
     stopped = not more and proc.returncode == -9
     if proc.returncode == 2 and not matches and _is_pattern_error(err):
         return None
     return SearchResult(matches, more, "ripgrep", stopped_early=stopped)
+
+
+def _drain(stream: IO[bytes] | None, keep: bytearray, limit: int = 64 * 1024) -> None:
+    """Read ``stream`` to its end, keeping its first ``limit`` bytes in ``keep``."""
+    if stream is None:
+        return
+    with stream:
+        for chunk in iter(lambda: stream.read(65536), b""):
+            if len(keep) < limit:
+                keep += chunk[: limit - len(keep)]
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -72,3 +72,4 @@ def test_search_files_does_not_look_inside_protected_files(ws: Path, rg: str | N
 def test_list_files_shows_the_name_but_not_the_content(ws: Path) -> None:
     listing = FileTools(ws).list_files(".").content
     assert ".env" in listing and "sk-very-secret" not in listing
+
