@@ -182,6 +182,16 @@ def _service_routes() -> APIRouter:
     return router
 
 
+def _route_label(scope: Any) -> str:
+    """The matched route's template (``/v1/models/{model_id:path}``), never the raw path.
+
+    Labelling by the raw path would let anyone grow ``/metrics`` without limit with made-up URLs.
+    """
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
 class _CountRequests:
     """ASGI middleware counting answered requests by route and status (streams included)."""
 
@@ -203,7 +213,7 @@ class _CountRequests:
         try:
             await self.app(scope, receive, send_counted)
         finally:
-            self.metrics.requests.labels(scope.get("path", ""), str(status["code"])).inc()
+            self.metrics.requests.labels(_route_label(scope), str(status["code"])).inc()
 
 
 def create_app(settings: Settings, engine: Engine, *, health_extra: dict[str, Any] | None = None) -> FastAPI:

@@ -140,3 +140,16 @@ def test_health_describes_the_engine(app) -> None:
 def test_health_carries_what_start_up_adds(qwen_engine) -> None:
     app = create_app(settings(model="tiny-qwen"), qwen_engine, health_extra={"memory_plan": {"fits": True, "n_ctx": 1024}})
     assert asgi(app, "GET", "/health").json()["memory_plan"] == {"fits": True, "n_ctx": 1024}
+
+
+def test_metrics_label_requests_by_route_template_so_unknown_paths_cannot_grow_it(app) -> None:
+    for i in range(50):
+        assert asgi(app, "GET", f"/no/such/path/{i}").status_code == 404
+    asgi(app, "GET", "/v1/models/tiny-qwen")
+    asgi(app, "GET", "/v1/models/other-model")
+    text = asgi(app, "GET", "/metrics").text
+    series = [line for line in text.splitlines() if line.startswith("servr_requests_total{")]
+    assert 'servr_requests_total{route="unmatched",status="404"} 50.0' in series
+    assert 'servr_requests_total{route="/v1/models/{model_id:path}",status="200"} 1.0' in series
+    assert 'servr_requests_total{route="/v1/models/{model_id:path}",status="404"} 1.0' in series
+    assert not any("/no/such" in line or "tiny-qwen" in line for line in series)
