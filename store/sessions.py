@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from core.errors import ConfigError
 from core.messages import Message, ToolCall
+from store.migrations import migrate as run_migrations
 
 #: what a tool result synthesised for a call that never got one says
 INTERRUPTED_RESULT = "Error: interrupted before a result was recorded"
@@ -129,23 +130,19 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1_initial, _m2
 
 
 def migrate(db: sqlite3.Connection, migrations: Iterable[Callable[[sqlite3.Connection], None]] = MIGRATIONS) -> int:
-    """Run the migrations the database has not seen yet; return its schema version."""
+    """Run the migrations the session database has not seen yet; return its schema version.
+
+    The steps run through :func:`store.migrations.migrate`, which looks at ``user_version`` again
+    once it holds the write lock, so two agents starting together on a fresh workspace do not
+    both create the tables.
+    """
     steps = list(migrations)
     version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(steps):
+    if version > len(steps):  # checked here too, so the message names this database
         raise ConfigError(
             f"the session database is from a newer version of this program (schema {version}, "
             f"this one knows {len(steps)})", hint="upgrade the program, or use another --workspace")
-    for number, step in enumerate(steps[version:], start=version + 1):
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            step(db)
-            db.execute(f"PRAGMA user_version = {number}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-    return len(steps)
+    return run_migrations(db, steps)
 
 
 # --- rows <-> messages -------------------------------------------------------------------------
@@ -163,6 +160,23 @@ def _calls_from_json(text: str | None) -> tuple[ToolCall, ...]:
     return tuple(ToolCall(c["name"], c.get("arguments") or {}, c["id"], c.get("error")) for c in json.loads(text))
 
 
+def _wal(db: sqlite3.Connection, wait_s: float = 10.0) -> None:
+    """Switch to WAL; another process opening the same new file at once may hold the lock briefly.
+
+    SQLite answers "database is locked" to the switch without waiting on its busy handler, so
+    the wait is here.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _row_to_stored(row: sqlite3.Row) -> StoredMessage:
     msg = Message(row["role"], row["content"], _calls_from_json(row["tool_calls"]), row["tool_call_id"], row["name"])
     return StoredMessage(row["seq"], row["position"], msg, row["kind"], bool(row["compacted"]), row["created"])
@@ -178,20 +192,29 @@ class SessionStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # isolation_level=None: we say where transactions start; each append commits at once
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open the session database {self.path}: {exc}") from None
-        self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode = WAL")
+        db: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we say where transactions start; each append commits at once
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            db.row_factory = sqlite3.Row
+            _wal(db)
             # NORMAL under WAL: a crashed process loses nothing committed; only a power cut may
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self.schema_version = migrate(self._db)
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            self.schema_version = migrate(db)
+        except (sqlite3.Error, OSError) as exc:
+            if db is not None:
+                db.close()
+            raise ConfigError(f"cannot open the session database {self.path}: {exc}",
+                              hint="if the file is damaged, move it away (the sessions in it are lost to this "
+                                   "program); a new one is made on the next start") from None
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
+        self._db = db
 
     @classmethod
     def for_workspace(cls, workspace: str | os.PathLike[str]) -> "SessionStore":
