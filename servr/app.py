@@ -81,10 +81,33 @@ def _model_card(model_id: str, created: int, owner: str = "local") -> dict[str, 
     return {"id": model_id, "object": "model", "created": created, "owned_by": owner}
 
 
+class _GenerationResponse(StreamingResponse):
+    """An SSE response that cancels its generation however the response ends.
+
+    The job is queued before the response starts; when the client is gone before the body
+    generator first runs (the server's first ``send`` fails, or the disconnect wins the race),
+    the generator's own clean-up never runs, so the response does it.
+    """
+
+    def __init__(self, stream: GenerationStream, body: AsyncIterator[bytes]) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=SSE_HEADERS)
+        self.generation = stream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.generation.abandon()  # nothing once the generation has ended
+
+
 async def _run(request: Request, stream: GenerationStream, make_body: Callable[[], Any], streaming: bool) -> Response:
     stream.submit()  # first: a full queue answers 503 before any body exists
     if streaming:
-        return StreamingResponse(make_body(), media_type="text/event-stream", headers=SSE_HEADERS)
+        try:
+            return _GenerationResponse(stream, make_body())
+        except BaseException:
+            stream.abandon()
+            raise
     watcher = asyncio.create_task(watch_disconnect(request.receive, stream))
     try:
         return JSONResponse(await make_body())

@@ -130,6 +130,7 @@ class GenerationStream:
     first_token_at: float | None = None
     _queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     _cancel: threading.Event | None = None
+    _over: bool = False  # the generation ended (Finished or Failed read) or was abandoned
 
     def submit(self) -> None:
         """Queue the generation; a full queue is a 503 with ``Retry-After``."""
@@ -160,26 +161,35 @@ class GenerationStream:
         if self._cancel is not None:
             self._cancel.set()
 
+    def abandon(self) -> None:
+        """Nobody will read the rest: cancel the generation and count it, unless it already ended.
+
+        Safe to call any number of times. The route calls it after the response, whatever happened,
+        because a body generator that never started never runs its own clean-up.
+        """
+        if self._over:
+            return
+        self._over = True
+        self.cancel()
+        self.metrics.cancelled.inc()
+
     async def events(self) -> AsyncIterator[Event]:
         """Events until Finished or Failed; stopping the iteration early cancels the generation."""
-        finished = False
         try:
             while True:
                 event = await self._queue.get()
                 if isinstance(event, Delta) and self.first_token_at is None:
                     self.first_token_at = time.perf_counter()
                     self.metrics.ttft.observe(self.first_token_at - self.arrived)
+                if isinstance(event, (Finished, Failed)):
+                    self._over = True
                 if isinstance(event, Finished):
-                    finished = True
                     self._record(event)
                 yield event
-                if isinstance(event, (Finished, Failed)):
-                    finished = True
+                if self._over:
                     return
         finally:
-            if not finished:
-                self.cancel()
-                self.metrics.cancelled.inc()
+            self.abandon()
 
     def _record(self, event: Finished) -> None:
         if event.finish_reason == "cancelled":  # a non-streaming client that left (see watch_disconnect)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 
 import httpx
 import pytest
+from starlette.requests import ClientDisconnect
 
 from servr.app import create_app
 from servr.engines.llama_cpp import LlamaCppEngine
@@ -153,3 +155,34 @@ def test_metrics_label_requests_by_route_template_so_unknown_paths_cannot_grow_i
     assert 'servr_requests_total{route="/v1/models/{model_id:path}",status="200"} 1.0' in series
     assert 'servr_requests_total{route="/v1/models/{model_id:path}",status="404"} 1.0' in series
     assert not any("/no/such" in line or "tiny-qwen" in line for line in series)
+
+
+def test_stream_whose_response_cannot_start_is_cancelled(qwen_engine) -> None:
+    # an ASGI 2.4 server tells the app the client is gone by failing ``send``: here the very first one,
+    # so the body generator never runs (its own clean-up never happens) and the job must still be cancelled
+    app = create_app(settings(model="tiny-qwen"), qwen_engine)
+    state = app.state.server
+    body = json.dumps({**CHAT, "max_tokens": 900, "stream": True, "temperature": 1.0, "seed": 3}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "root_path": "", "query_string": b"", "headers": [(b"content-type", b"application/json"),
+                                                               (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        raise OSError("connection reset by peer")
+
+    async def go() -> None:
+        with pytest.raises(ClientDisconnect):  # what Starlette makes of the failed send
+            await app(scope, receive, send)
+
+    try:
+        asyncio.run(go())
+        assert 'servr_generations_cancelled_total 1.0' in state.metrics.render().decode()
+        wait_until(lambda: not state.scheduler.busy and state.scheduler.depth == 0, timeout=10)
+    finally:
+        state.scheduler.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 
 import httpx
@@ -300,3 +301,30 @@ def test_eight_concurrent_streams_all_complete(smol_url: str) -> None:
         t.join(300)
     assert not errors
     assert sorted(results) == list(range(8)) and all(results.values())
+
+
+def _send_and_leave(url: str, body: dict) -> None:
+    """POST ``body`` on a raw socket and close it at once: the client is gone before any response starts."""
+    host, port = url.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + payload)
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_stream_whose_client_leaves_before_it_starts_is_cancelled(client: openai.OpenAI, smol_url: str) -> None:
+    before = _cancelled(smol_url)
+    with httpx.stream("POST", smol_url + "/v1/chat/completions", json={**LONG, "stream": True}, timeout=120) as r:
+        lines = r.iter_lines()  # held: a dropped iterator closes the connection
+        assert next(line for line in lines if line.startswith("data: "))
+        # queued behind the running generation, and gone before its response could start
+        _send_and_leave(smol_url, {**LONG, "stream": True})
+        wait_until(lambda: _cancelled(smol_url) == before + 1, timeout=15)
+    wait_until(lambda: _cancelled(smol_url) == before + 2, timeout=15)
+    # nothing runs for nobody: the model is free as soon as the held stream is closed
+    wait_until(lambda: httpx.get(smol_url + "/health").json()["queue"] == {"waiting": 0, "capacity": 16,
+                                                                          "generating": False}, timeout=15)
+    r2 = client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=5)
+    assert r2.choices[0].message.content
