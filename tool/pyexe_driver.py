@@ -53,10 +53,29 @@ class Capture:
         return self.total > len(self.head) + len(self.tail)
 
     def text(self) -> str:
-        head, tail = self.head.decode("utf-8", "replace"), self.tail.decode("utf-8", "replace")
+        """The kept output as text; a cut falls between characters, never inside one."""
         if not self.truncated:
-            return head + tail
-        return head + f"\n[... {self.total - len(self.head) - len(self.tail)} bytes of output omitted ...]\n" + tail
+            return (self.head + self.tail).decode("utf-8", "replace")
+        head, tail = whole_chars(self.head, self.tail)
+        omitted = self.total - len(head) - len(tail)
+        return (head.decode("utf-8", "replace") + f"\n[... {omitted} bytes of output omitted ...]\n"
+                + tail.decode("utf-8", "replace"))
+
+
+def whole_chars(head: bytes | bytearray, tail: bytes | bytearray) -> tuple[bytes, bytes]:
+    """``head`` without a UTF-8 character cut at its end, ``tail`` without one cut at its start (as in core)."""
+    end = len(head)
+    for back in range(1, min(4, len(head)) + 1):
+        byte = head[-back]
+        if byte & 0xC0 != 0x80:  # the last character's first byte: is the character complete?
+            need = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+            if back < need:
+                end = len(head) - back
+            break
+    start = 0
+    while start < min(3, len(tail)) and tail[start] & 0xC0 == 0x80:
+        start += 1
+    return bytes(head[:end]), bytes(tail[start:])
 
 
 class Collector(threading.Thread):

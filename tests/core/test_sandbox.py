@@ -257,3 +257,29 @@ def test_a_started_process_reports_how_it_ended(policy: sandbox.SandboxPolicy) -
         assert proc.wait(10) == 7 and proc.returncode == 7 and not proc.alive
     finally:
         proc.kill()
+
+
+def test_output_that_was_not_cut_decodes_whole_even_across_the_head_tail_seam() -> None:
+    text = "a" + "é" * 300  # 601 bytes: the head keeps 512, so one "é" straddles the seam
+    cap = Capture(1024)
+    cap.feed(text.encode())
+    assert not cap.truncated and cap.text() == text
+
+
+@pytest.mark.parametrize("char", ["é", "€", "😀"])
+def test_a_cut_falls_between_characters(char: str) -> None:
+    data = ("a" + char * 2000).encode()
+    cap = Capture(1024)
+    cap.feed(data)
+    head, marker, tail = cap.text().partition("\n[... ")
+    omitted = int(marker and tail.split(" ", 1)[0])
+    tail = tail.split("omitted ...]\n", 1)[1]
+    assert "\ufffd" not in head + tail
+    assert head.strip(char) == "a" and set(tail) == {char}
+    assert len(head.encode()) + omitted + len(tail.encode()) == len(data)
+
+
+def test_sandboxed_output_with_many_byte_characters_comes_back_intact(policy: sandbox.SandboxPolicy) -> None:
+    text = "a" + "é" * 300
+    result = sandbox.run(["printf", "%s", text], policy.replace(output_bytes=1024))
+    assert not result.truncated and result.stdout == text

@@ -146,3 +146,24 @@ def test_an_interpreter_that_died_between_calls_is_reported(session: PythonSessi
     assert result.content.startswith("[the Python process died (exit status -9) after the last call: "
                                      "this ran in a fresh interpreter")
     assert result.content.endswith("\n'after'") and result.data["state_lost"] is True
+
+
+def test_output_with_many_byte_characters_is_not_garbled(session: PythonSession) -> None:
+    # 140 KB: more than the head half of the 256 KiB cap, so one "é" straddles the head/tail seam
+    result = session.execute("print('a' + 'é' * 70000)")
+    assert result.ok and not result.data["truncated"]
+    assert result.content == "a" + "é" * 70000
+
+
+def test_the_driver_cuts_output_between_characters() -> None:
+    from tool.pyexe_driver import Capture
+
+    data = ("a" + "€" * 1000).encode()
+    cap = Capture(1024)
+    cap.feed(data)
+    text = cap.text()
+    assert cap.truncated and "\ufffd" not in text
+    head, tail = text.split("\n[... ", 1)
+    omitted, tail = tail.split(" bytes of output omitted ...]\n")
+    assert head.strip("€") == "a" and set(tail) == {"€"}
+    assert len(head.encode()) + int(omitted) + len(tail.encode()) == len(data)
