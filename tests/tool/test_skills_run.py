@@ -169,3 +169,16 @@ def test_with_the_sandbox_off_a_skill_still_runs_in_a_process_of_its_own(tmp_pat
     tool = next(t for t in loader.tools() if t.name == "whoami")
     value = tool.fn(x=1).data["value"]
     assert isinstance(value, int) and value != os.getpid()
+
+
+def test_a_skill_that_prints_a_lot_to_stderr_still_returns_its_value(setup: Setup):
+    # more stderr than the 4 MB kept of a stream: only stderr is cut, the JSON reply is whole
+    drop(setup, "noisy", "import sys\nsys.stderr.write('e' * (5 << 20))\nreturn x + 1")
+    result = setup.call("noisy", x=41)
+    assert result.ok and result.content == "42"
+
+
+def test_a_skill_that_returns_too_much_json_is_an_error(setup: Setup):
+    drop(setup, "huge", "return 'v' * (5 << 20)", returns="str")
+    result = setup.call("huge", x=1)
+    assert not result.ok and "skill huge returned more than 4 MB of JSON" in result.content
