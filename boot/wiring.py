@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -71,22 +72,6 @@ def build_registry(settings: Settings, *, tools: Sequence[Tool] = (), memory: "M
     return registry
 
 
-class MemoryRecall:
-    """The system-prompt section of memories relevant to the task, looked up once per task."""
-
-    def __init__(self, store: "MemoryStore", budget_tokens: int) -> None:
-        self.store = store
-        self.budget_tokens = budget_tokens
-        self._task: str | None = None
-        self._text = ""
-
-    def __call__(self, task: str, session_id: str) -> str | None:
-        if task != self._task:
-            self._task = task
-            self._text = self.store.recall(task, self.budget_tokens)
-        return self._text or None
-
-
 @dataclass
 class Verification:
     """The agent's verifier: ``check`` (the judge, or the one given), then an all-done plan is complete."""
@@ -118,6 +103,28 @@ def build_agent(settings: Settings, *, gateway: ModelGateway | None = None, even
     root = settings.workspace_root
     root.mkdir(parents=True, exist_ok=True)
     closers: list[Callable[[], None]] = []
+    opened: list[SessionStore] = []
+    try:
+        agent = _assemble(settings, gateway, events, tools, sessions, system_prompt_extra, verifier, closers, opened)
+    except BaseException:
+        # what was opened before the failure (the memory store, the Python REPL, the sessions) is closed
+        for close in [*reversed(closers), *(store.close for store in opened)]:
+            with contextlib.suppress(Exception):
+                close()
+        raise
+    agent.closers.extend(closers)
+    registry = agent.registry
+    registry.on_notice = agent.events.notice
+    if isinstance(agent.verifier, Verification):
+        agent.verifier.judge.notice = agent.events.notice
+    return agent
+
+
+def _assemble(settings: Settings, gateway: ModelGateway, events: AgentEvents | None, tools: Sequence[Tool],
+              sessions: SessionStore | None, system_prompt_extra: PromptSection | Sequence[PromptSection] | None,
+              verifier: Verifier | None, closers: list[Callable[[], None]], opened: list[SessionStore]) -> Agent:
+    """The parts of :func:`build_agent`; whatever holds a resource goes on ``closers`` or ``opened`` first."""
+    root = settings.workspace_root
     memory = embedder = None
     if settings.enable_memory:
         from store.embed import make_embedder  # lazy: no torch until a memory is stored or searched
@@ -128,7 +135,11 @@ def build_agent(settings: Settings, *, gateway: ModelGateway | None = None, even
         closers.append(memory.close)
         embedder = lambda: shared  # noqa: E731  (the skill loader asks for a factory)
     registry = build_registry(settings, tools=tools, memory=memory, closers=closers, embedder=embedder)
-    store = sessions if sessions is not None else SessionStore.for_workspace(root)
+    if sessions is not None:
+        store = sessions
+    else:
+        store = SessionStore.for_workspace(root)
+        opened.append(store)
     planner = Planner(store)
     registry.register(planner.tool())
     if system_prompt_extra is None:
@@ -138,14 +149,12 @@ def build_agent(settings: Settings, *, gateway: ModelGateway | None = None, even
     else:
         extra = list(system_prompt_extra)
     if memory is not None and settings.memory_recall_tokens > 0:
-        extra.append(MemoryRecall(memory, settings.memory_recall_tokens))
+        from store.memory import RecallSection
+
+        extra.append(RecallSection(memory, settings.memory_recall_tokens))
     judge = Judge(settings)
-    agent = Agent(gateway, registry, store, settings, events=events, system_prompt_extra=[planner.section, *extra],
-                  verifier=Verification(verifier or judge, judge, planner))
-    agent.closers.extend(closers)
-    registry.on_notice = agent.events.notice
-    judge.notice = agent.events.notice
-    return agent
+    return Agent(gateway, registry, store, settings, events=events, system_prompt_extra=[planner.section, *extra],
+                 verifier=Verification(verifier or judge, judge, planner))
 
 
 def plan_checklist(agent: Agent, session_id: str, *, markup: bool = False) -> str:
