@@ -150,8 +150,11 @@ class GenerationStream:
             self.metrics.queue_wait.observe(started[0] - self.arrived)
             run_generation(self.engine, self.prompt, self.params, self.stops, cancel, emit)
 
+        def skipped() -> None:  # cancelled while waiting: the reader still gets its one Finished
+            emit(Finished("cancelled", len(self.prompt), 0, 0))
+
         try:
-            job = self.scheduler.submit(work)
+            job = self.scheduler.submit(work, skipped)
         except QueueFull as exc:
             raise APIError(503, f"The server is busy: {exc}. Retry after a few seconds.", type="server_error",
                            code="server_busy", headers={"Retry-After": "2"}) from None

@@ -3,7 +3,8 @@
 Inference blocks (C code holding the model), so it never runs on the event loop. Requests wait
 in arrival order; when ``capacity`` are already waiting, :meth:`Scheduler.submit` raises
 :class:`QueueFull` (the route answers 503 with ``Retry-After``). Every job carries a cancel flag:
-a job cancelled while waiting is skipped, a running one sees the flag between tokens.
+a job cancelled while waiting is skipped (its ``skipped`` callback runs instead, so whoever waits
+on it hears of it), a running one sees the flag between tokens.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Job:
     """A unit of work for the model: ``work(cancel)`` runs on the worker thread."""
 
     work: Callable[[threading.Event], None]
+    skipped: Callable[[], None] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -50,8 +52,9 @@ class Scheduler:
     def busy(self) -> bool:
         return self.running is not None
 
-    def submit(self, work: Callable[[threading.Event], None]) -> Job:
-        job = Job(work)
+    def submit(self, work: Callable[[threading.Event], None], skipped: Callable[[], None] | None = None) -> Job:
+        """Queue ``work``; ``skipped`` runs on the worker instead when the job was cancelled while waiting."""
+        job = Job(work, skipped)
         with self._lock:
             if self._closed:
                 raise QueueFull("the server is shutting down")
@@ -76,6 +79,8 @@ class Scheduler:
             try:
                 if not job.cancel.is_set():
                     job.work(job.cancel)
+                elif job.skipped is not None:
+                    job.skipped()
             except Exception:  # the job reports its own failures; this is a bug in it
                 log.exception("model job failed")
             finally:

@@ -32,11 +32,11 @@ WEATHER = {
 TIME = {"type": "function", "function": {"name": "get_time", "description": "Current time",
                                          "parameters": {"type": "object", "properties": {}}}}
 ASK = [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]
-# an answer that cannot end early: the grammar allows the end only after 600 characters
+# an answer that cannot end early: the grammar allows the end only after 2000 characters (~500 tokens)
 LONG = {"model": SMOL, "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
         "max_tokens": 1500, "temperature": 0.8, "seed": 11,
         "response_format": {"type": "json_schema", "json_schema": {"name": "story", "schema": {
-            "type": "object", "properties": {"story": {"type": "string", "minLength": 600}}, "required": ["story"]}}}}
+            "type": "object", "properties": {"story": {"type": "string", "minLength": 2000}}, "required": ["story"]}}}}
 
 
 @pytest.fixture()
@@ -256,9 +256,12 @@ def test_disconnect_mid_stream_frees_the_model(client: openai.OpenAI, smol_url: 
         lines = r.iter_lines()  # held: a dropped iterator closes the connection
         data = [line for line, _ in zip((ln for ln in lines if ln.startswith("data: ")), range(5))]
         assert len(data) == 5
+        # not a passing state: under LONG's grammar the answer cannot end before 600 characters
         health = httpx.get(smol_url + "/health", timeout=5).json()  # answers while generating
         assert health["queue"]["generating"] is True
-    wait_until(lambda: httpx.get(smol_url + "/health").json()["queue"]["generating"] is False, timeout=10)
+    # deadlines, not samples: a loaded machine may take a while to notice the close and finish a token
+    wait_until(lambda: _cancelled(smol_url) == before + 1, timeout=30)
+    wait_until(lambda: httpx.get(smol_url + "/health").json()["queue"]["generating"] is False, timeout=30)
     assert _cancelled(smol_url) == before + 1
     r2 = client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=5)
     assert r2.choices[0].message.content
@@ -268,8 +271,10 @@ def test_non_streaming_client_that_leaves_stops_its_generation(client: openai.Op
     before = _cancelled(smol_url)
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(smol_url + "/v1/chat/completions", json=LONG, timeout=httpx.Timeout(30, read=1.0))
-    wait_until(lambda: _cancelled(smol_url) == before + 1, timeout=10)
-    wait_until(lambda: httpx.get(smol_url + "/health").json()["queue"]["generating"] is False, timeout=10)
+    # LONG cannot end within the client's 1 s, so the generation ends only by the cancel, counted once
+    wait_until(lambda: _cancelled(smol_url) == before + 1, timeout=30)
+    wait_until(lambda: httpx.get(smol_url + "/health").json()["queue"]["generating"] is False, timeout=30)
+    assert _cancelled(smol_url) == before + 1
     r2 = client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=5)
     assert r2.choices[0].message.content
 
@@ -328,3 +333,17 @@ def test_stream_whose_client_leaves_before_it_starts_is_cancelled(client: openai
                                                                           "generating": False}, timeout=15)
     r2 = client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=5)
     assert r2.choices[0].message.content
+
+
+def test_non_streaming_client_that_leaves_while_queued_is_counted_and_answered(smol_url: str) -> None:
+    before = _cancelled(smol_url)
+    with httpx.stream("POST", smol_url + "/v1/chat/completions", json={**LONG, "stream": True}, timeout=120) as r:
+        lines = r.iter_lines()  # held: a dropped iterator closes the connection
+        assert next(line for line in lines if line.startswith("data: "))
+        with pytest.raises(httpx.ReadTimeout):  # leaves while its job still waits behind the stream
+            httpx.post(smol_url + "/v1/chat/completions", json=LONG, timeout=httpx.Timeout(30, read=1.0))
+        assert httpx.get(smol_url + "/health").json()["queue"]["generating"] is True  # the stream cannot end yet
+    # the skipped job still ends its request (no handler left waiting forever) and is counted
+    wait_until(lambda: _cancelled(smol_url) == before + 2, timeout=30)
+    wait_until(lambda: httpx.get(smol_url + "/health").json()["queue"] == {"waiting": 0, "capacity": 16,
+                                                                          "generating": False}, timeout=30)

@@ -59,3 +59,18 @@ def test_importing_the_server_imports_no_backend() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_job_cancelled_while_waiting_never_runs_and_its_skipped_callback_does() -> None:
+    import threading
+
+    from servr.scheduler import Scheduler
+
+    scheduler = Scheduler(4)
+    release, ran, skipped = threading.Event(), [], threading.Event()
+    scheduler.submit(lambda cancel: release.wait(10))
+    waiting = scheduler.submit(lambda cancel: ran.append(1), skipped.set)
+    waiting.cancel.set()
+    release.set()
+    assert waiting.done.wait(10) and skipped.is_set() and ran == []
+    scheduler.close()
