@@ -41,7 +41,8 @@ class LocalServer:
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the local server on port {self.port} did not start")
+                self.stop()  # a server that starts late must not serve on, nor keep the port
+                raise RuntimeError(f"the local server on port {self.port} did not start within {timeout_s:g} s")
             time.sleep(0.01)
         return self
 
