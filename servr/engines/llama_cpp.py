@@ -66,6 +66,18 @@ def cpu_has_amx() -> bool:
     return False
 
 
+def llama_arguments(model_path: Path, *, n_ctx: int, n_threads: int, n_gpu_layers: int, n_batch: int) -> dict[str, Any]:
+    """The keyword arguments for ``Llama(...)``.
+
+    Flash attention is on whenever layers go to the GPU: the memory planner counts on it (without
+    it llama.cpp reserves a score matrix per head that a 7B model at 32k context cannot afford on
+    8 GB), and llama-cpp-python leaves it off by default. On the CPU it stays off (no gain there).
+    """
+    return {"model_path": str(model_path), "n_ctx": n_ctx, "n_batch": min(n_batch, n_ctx), "n_threads": n_threads,
+            "n_threads_batch": n_threads, "n_gpu_layers": n_gpu_layers, "flash_attn": n_gpu_layers != 0,
+            "logits_all": False, "verbose": False}
+
+
 class _LlamaWithoutExtraBuffers(Llama):
     """``Llama`` with llama.cpp's extra CPU buffer types (AMX, weight repacking) turned off.
 
@@ -104,9 +116,8 @@ class LlamaCppEngine(Engine):
         self.n_gpu_layers = n_gpu_layers
         try:
             llama_class = _LlamaWithoutExtraBuffers if cpu_has_amx() else Llama
-            self._llm = llama_class(model_path=str(model_path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx),
-                              n_threads=self.n_threads, n_threads_batch=self.n_threads,
-                              n_gpu_layers=n_gpu_layers, logits_all=False, verbose=False)
+            self._llm = llama_class(**llama_arguments(model_path, n_ctx=n_ctx, n_threads=self.n_threads,
+                                                      n_gpu_layers=n_gpu_layers, n_batch=n_batch))
         except ValueError as exc:
             raise ModelNotFound(f"llama.cpp could not load {model_path}: {exc}",
                                 hint="is it a complete GGUF file? a partial download is smaller than the file's size") from None
@@ -152,6 +163,7 @@ class LlamaCppEngine(Engine):
             "n_ctx_train": self.n_ctx_train,
             "n_threads": self.n_threads,
             "n_gpu_layers": self.n_gpu_layers,
+            "flash_attn": self.n_gpu_layers != 0,
             "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
             "chat_template": self._template.origin,
             "n_vocab": self.n_vocab,

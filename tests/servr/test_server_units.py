@@ -74,3 +74,20 @@ def test_job_cancelled_while_waiting_never_runs_and_its_skipped_callback_does() 
     release.set()
     assert waiting.done.wait(10) and skipped.is_set() and ran == []
     scheduler.close()
+
+
+def test_flash_attention_is_on_exactly_when_layers_go_to_the_gpu(tmp_path: Path) -> None:
+    import inspect
+
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from llama_cpp import Llama
+
+    from servr.engines.llama_cpp import llama_arguments
+
+    def args(layers: int) -> dict:
+        return llama_arguments(tmp_path / "m.gguf", n_ctx=4096, n_threads=2, n_gpu_layers=layers, n_batch=512)
+
+    assert args(-1)["flash_attn"] is True and args(20)["flash_attn"] is True
+    assert args(0)["flash_attn"] is False
+    # every name is one the installed llama-cpp-python takes (a misspelt keyword would be swallowed by **kwargs)
+    assert set(args(-1)) <= set(inspect.signature(Llama.__init__).parameters)
