@@ -275,7 +275,7 @@ def _serve_on(settings: Settings, sock: socket.socket) -> int:
     effective = effective_settings(settings, resolved, plan)
     engine = load_engine(effective, resolved.path)
     try:
-        app = create_app(effective, engine)
+        app = create_app(effective, engine, health_extra={"memory_plan": plan.to_dict()})  # /health shows it
         print("\n".join(plan.lines()), flush=True)
         print(banner(resolved, engine.describe(), plan, settings.host, sock.getsockname()[1],
                      settings.api_key is not None), flush=True)

@@ -69,6 +69,8 @@ def test_demo_server_prints_its_banner_answers_and_stops_cleanly():
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=30)
         assert health.status_code == 200
         assert health.json()["model"] == "smollm2-135m-instruct-q4_1"
+        plan = health.json()["memory_plan"]  # what start-up planned, as `--plan --json` prints it
+        assert plan["n_ctx"] == 8192 and plan["fits"] is True and plan["weights_bytes"] > 0
         models = httpx.get(f"{url}/models", timeout=30)
         assert models.status_code == 200
         assert "smollm2-135m-instruct-q4_1" in [m["id"] for m in models.json()["data"]]
