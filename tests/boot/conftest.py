@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -101,13 +100,6 @@ def cli(cli_argv: Callable[..., list[str]], tmp_path: Path) -> Callable[..., Don
         return Done(proc.returncode, proc.stdout, proc.stderr)
 
     return run
-
-
-@pytest.fixture
-def file_tools() -> None:
-    """Skip unless the built-in file tools (``tool/files.py``, write_file) are in this checkout."""
-    if importlib.util.find_spec("tool.files") is None:
-        pytest.skip("tool/files.py (the write_file tool the CLI offers) is not in this checkout yet")
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import pytest
 pytest.importorskip("pexpect")
 
 
-def test_a_chat_streams_answers_shows_tools_lists_sessions_survives_ctrl_c_and_quits(chat, scripted, workspace,
-                                                                                     file_tools):
+def test_a_chat_streams_answers_shows_tools_lists_sessions_survives_ctrl_c_and_quits(chat, scripted, workspace):
     server = scripted([
         {"text": "Writing it.", "tool_calls": [{"name": "write_file", "arguments": {"path": "a.txt", "content": "hi"}}]},
         {"text": "## Done\n\nI wrote **a.txt**."},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -78,8 +77,6 @@ def test_a_small_context_offers_the_essential_tools_and_says_what_it_left_out(wo
 
 
 def test_the_file_tools_are_offered_when_enabled(workspace):
-    if importlib.util.find_spec("tool.files") is None:
-        pytest.skip("tool/files.py (the file tools) is not in this checkout yet")
     agent = build_agent(Settings(workspace=workspace, enable_files=True), gateway=ScriptedGateway([]))
     names = {t.name for t in agent.registry.tools()}
     assert {"read_file", "write_file", "edit_file", "list_files", "search_files"} <= names
@@ -112,8 +109,6 @@ def test_the_loop_over_http_runs_calls_in_every_format_and_sends_a_valid_history
 
 
 def test_a_long_task_with_the_real_file_tools_fits_a_4k_context(workspace):
-    if importlib.util.find_spec("tool.files") is None:
-        pytest.skip("tool/files.py (the file tools) is not in this checkout yet")
     from core.messages import ToolCall
 
     from flow_helpers import well_formed
