@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import selectors
 import signal
 import struct
@@ -49,6 +50,10 @@ class _Timeout(Exception):
 
 class _Died(Exception):
     pass
+
+
+class _Garbled(Exception):
+    """The driver's channel carried something that is not its reply (code wrote to it); the message says what."""
 
 
 class PythonSession:
@@ -150,7 +155,9 @@ class PythonSession:
         if self._proc is None:
             self._proc = self._start()
         proc = self._proc
-        body = json.dumps({"code": code}).encode("utf-8")
+        # the reply must echo this call's id, so a frame the code wrote itself is never taken for it
+        call_id = secrets.token_hex(8)
+        body = json.dumps({"code": code, "id": call_id}).encode("utf-8")
         try:
             proc.stdin.write(struct.pack(">I", len(body)) + body)
             proc.stdin.flush()
@@ -175,8 +182,15 @@ class PythonSession:
                     raise
             (size,) = struct.unpack(">I", header)
             if size > _MAX_REPLY:
-                raise _Died
-            return json.loads(self._read_exact(proc, size, deadline + 5.0, sel).decode("utf-8")), interrupted
+                raise _Garbled(f"a frame of {size} bytes, more than the {_MAX_REPLY >> 20} MB a reply may have")
+            raw = self._read_exact(proc, size, deadline + 5.0, sel)
+        try:
+            reply = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            raise _Garbled(f"not UTF-8 JSON: {exc}") from None
+        if not isinstance(reply, dict) or reply.get("id") != call_id:
+            raise _Garbled("JSON that is not the reply to this call")
+        return reply, interrupted
 
     def _death_note(self) -> str:
         proc = self._proc
@@ -225,6 +239,15 @@ class PythonSession:
                     f"the code ran longer than {timeout:g} s and was killed; the Python state was lost "
                     "(variables, imports and definitions are gone)",
                     hint="re-run the set-up you need, and split long work into shorter steps or run it with shell")
+            except _Garbled as exc:
+                self._stop()
+                return ToolResult(
+                    f"Error: the Python process sent a reply the agent could not read ({exc}), so it was killed; "
+                    "the Python state was lost (variables, imports and definitions are gone)\n"
+                    "Hint: the code probably wrote to a file descriptor it did not open (the REPL's own channel); "
+                    "write output with print, and only to descriptors the code opened itself",
+                    ok=False, summary="unreadable reply from the Python process; state lost",
+                    data={"state_lost": True})
             except _Died:
                 note = self._death_note()
                 self._stop()

@@ -2,8 +2,10 @@
 
 Run as a script (``python -I pyexe_driver.py OUTPUT_CAP HOST_PID_NS``); it imports nothing from
 the project, because the project's folder is not visible in the sandbox. Frames on the original
-stdin/stdout: a 4-byte big-endian length, then UTF-8 JSON. Request ``{"code": str}``; reply
-``{"stdout", "stderr", "value", "error", "truncated"}``.
+stdin/stdout, moved to high descriptors at start so code does not hit them by accident: a
+4-byte big-endian length, then UTF-8 JSON. Request ``{"code": str, "id": str}``; reply
+``{"id", "stdout", "stderr", "value", "error", "truncated"}``, echoing the id, so the agent never
+takes a frame the code wrote itself for the reply (it kills the process instead).
 
 File descriptors 1 and 2 are pipes read by two threads, so output from the user's code *and*
 from the programs it starts is captured, with head and tail kept up to the cap. After each
@@ -18,9 +20,11 @@ ignored, so a late one cannot end the REPL.
 from __future__ import annotations
 
 import ast
+import fcntl
 import json
 import linecache
 import os
+import resource
 import signal
 import struct
 import sys
@@ -187,6 +191,13 @@ def execute(code: str, namespace: dict, cell: int) -> tuple[str | None, str | No
         return None, user_traceback(exc)
 
 
+def out_of_the_way(fd: int) -> int:
+    """A close-on-exec copy of ``fd`` at a high number, away from the low ones code opens, reuses or guesses."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = 1024 if soft == resource.RLIM_INFINITY or soft <= 0 else min(soft, 1024)
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(3, limit - 32))
+
+
 def kill_leftovers(own_ns: bool) -> None:
     if not own_ns:
         return
@@ -205,8 +216,8 @@ def main() -> None:
     cap = int(sys.argv[1])
     own_ns = len(sys.argv) > 2 and os.readlink("/proc/self/ns/pid") != sys.argv[2]
     main_pid = os.getpid()
-    proto_in = os.fdopen(os.dup(0), "rb")
-    proto_out = os.fdopen(os.dup(1), "wb")
+    proto_in = os.fdopen(out_of_the_way(0), "rb")
+    proto_out = os.fdopen(out_of_the_way(1), "wb")
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -248,8 +259,9 @@ def main() -> None:
                 pass
             collector.wait(timeout=2.0)
         kill_leftovers(own_ns)
-        write_frame(proto_out, {"stdout": captures[0].text(), "stderr": captures[1].text(), "value": value,
-                                "error": error, "truncated": captures[0].truncated or captures[1].truncated,
+        write_frame(proto_out, {"id": request.get("id"), "stdout": captures[0].text(), "stderr": captures[1].text(),
+                                "value": value, "error": error,
+                                "truncated": captures[0].truncated or captures[1].truncated,
                                 "stdout_bytes": captures[0].total, "stderr_bytes": captures[1].total})
 
 

@@ -167,3 +167,40 @@ def test_the_driver_cuts_output_between_characters() -> None:
     omitted, tail = tail.split(" bytes of output omitted ...]\n")
     assert head.strip("€") == "a" and set(tail) == {"€"}
     assert len(head.encode()) + int(omitted) + len(tail.encode()) == len(data)
+
+
+_WRITE_TO_THE_REPLY_CHANNEL = """
+import fcntl, os, struct
+body = {body!r}
+for name in os.listdir('/proc/self/fd'):
+    fd = int(name)
+    try:
+        is_pipe = os.readlink(f'/proc/self/fd/{{fd}}').startswith('pipe:')
+        writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+    except OSError:
+        continue
+    if is_pipe and writable and fd not in (1, 2):  # the driver's own reply channel
+        os.write(fd, struct.pack('>I', len(body)) + body)
+"""
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe not UTF-8", b"{not json", b"[1, 2]",
+                                  b'{"stdout": "forged", "stderr": "", "value": null, "error": null}'],
+                         ids=["not-utf8", "not-json", "not-an-object", "forged-reply"])
+def test_code_writing_to_the_reply_channel_loses_the_state_but_not_the_agent(session: PythonSession,
+                                                                            body: bytes) -> None:
+    session.execute("kept = 5")
+    result = session.execute(_WRITE_TO_THE_REPLY_CHANNEL.format(body=body))
+    assert not result.ok and "forged" not in result.content
+    assert result.content.startswith("Error: the Python process sent a reply the agent could not read")
+    assert "the Python state was lost" in result.content and result.data.get("state_lost") is True
+    assert "NameError" in session.execute("kept").content
+    assert session.execute("print('own output')\n6 * 7").content == "own output\n42"
+
+
+def test_writing_to_low_descriptors_by_mistake_does_not_reach_the_reply_channel(session: PythonSession) -> None:
+    session.execute("kept = 5")
+    result = session.execute("import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'junk')\n"
+                             "    except OSError:\n        pass")
+    assert result.ok and result.content == "(no output)"
+    assert session.execute("kept").content == "5"
