@@ -97,3 +97,18 @@ def test_loader_still_loads_a_real_skills_folder(linked: tuple[Path, Path]) -> N
     (workspace / "skills" / "add.py").write_text(BODY, encoding="utf-8")
     loader = SkillLoader(workspace=workspace, reserved=lambda: [], embedder=None)
     assert [s.name for s in loader.scan() if s.ok] == ["add"]
+
+
+@pytest.mark.parametrize("path", [".agent/add.py", "sub/.agent/add.py"])
+def test_promote_skill_does_not_read_the_agents_own_state(tmp_path: Path, path: str) -> None:
+    from boot.settings import Settings
+    from core.paths import ProtectedPath
+    from tool.skills.promote import promote
+    from tool.skills.runner import SkillRunner
+
+    (tmp_path / path).parent.mkdir(parents=True)
+    (tmp_path / path).write_text(BODY, encoding="utf-8")
+    runner = SkillRunner(Settings(workspace=tmp_path))
+    with pytest.raises(ProtectedPath, match="the file tools do not read or write it"):
+        promote(tmp_path, runner, (), path, "add")
+    assert not (tmp_path / "skills").exists()

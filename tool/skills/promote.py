@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 from jsonschema import Draft202012Validator
 
 from core.errors import ToolError
-from core.paths import open_confined, relative_to_workspace, resolve_in_workspace
+from core.paths import open_confined, refuse_protected, relative_to_workspace
 from core.tools import Tool, ToolResult, object_schema
 from tool.skills.files import SkillStore, split_header
 from tool.skills.loader import BUILTIN_NAMES
@@ -34,7 +34,7 @@ def _read_source(root: Path, file_path: Any) -> tuple[str, str]:
     """(text, workspace-relative path) of the model's file; every path goes through the confinement."""
     if not isinstance(file_path, str) or not file_path.strip():
         raise ToolError("file_path is empty", hint="give the workspace-relative path of the .py file")
-    real = resolve_in_workspace(root, file_path)
+    real = refuse_protected(root, file_path)  # not the agent's own state (.agent/) nor the secrets file
     shown = relative_to_workspace(root, real)
     if real.suffix != ".py":
         raise ToolError(f"{shown!r} is not a .py file", hint="put the function in a Python file first")
