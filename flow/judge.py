@@ -252,40 +252,15 @@ class Judge:
         start = time.monotonic()
         # one stream keeps pytest's report and any stderr in the order they were written
         purge_stale_bytecode(self.policy.workspace)
-        proc = sandbox.start(f"exec 2>&1\n{command}", self.policy, stderr=False)
-        proc.stdin.close()
-        capture = _Capture(self.policy.output_bytes)
-        # the reader owns a copy of the descriptor: kill() may close the pipe while it reads
-        reader = threading.Thread(target=capture.read, args=(os.dup(proc.stdout.fileno()),), daemon=True,
-                                  name="judge-output")
-        reader.start()
-        deadline = start + self.timeout_s
-        timed_out = stopped = False
-        exited_at: float | None = None
-        try:
-            while reader.is_alive() or proc.alive:
-                now = time.monotonic()
-                if cancel is not None and cancel.is_set():
-                    stopped = True
-                    break
-                if now >= deadline:
-                    timed_out = True
-                    break
-                if not proc.alive:
-                    exited_at = exited_at or now
-                    if now - exited_at > 2.0:  # it exited; something it left behind holds the pipe
-                        break
-                reader.join(0.05)
-        finally:
-            code = None if (timed_out or stopped) else proc.returncode
-            proc.kill()  # the whole sandbox: nothing the command started outlives the check
-            reader.join(2.0)
+        # the sandbox kills everything the command started when it ends, times out or is cancelled
+        ran = sandbox.run(f"exec 2>&1\n{command}", self.policy, timeout_s=self.timeout_s, cancel=cancel)
+        timed_out, code = ran.timed_out, ran.exit_code  # no exit code when it was killed
         duration = time.monotonic() - start
         note = ""
         passed = code == 0
         if command == PYTEST_COMMAND and code == PYTEST_NO_TESTS:
             passed, note = True, "no tests collected"
-        output = capture.text()
+        output = ran.stdout + ran.stderr  # stderr holds only what bwrap itself said
         if timed_out:
             output += f"\n[killed: the checks did not finish within {self.timeout_s:g} s]"
         return CheckResult(command, passed, code, output, duration, timed_out, note)
@@ -299,39 +274,3 @@ class Judge:
         if self.notice is not None:
             self.notice(line)
 
-
-class _Capture:
-    """Reads a pipe to its end, keeping the head and the tail up to ``cap`` bytes."""
-
-    def __init__(self, cap: int) -> None:
-        self.head_cap = cap // 2
-        self.tail_cap = cap - self.head_cap
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def read(self, fd: int) -> None:
-        """Read ``fd`` to its end, then close it."""
-        try:
-            while True:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    return
-                self.total += len(chunk)
-                room = self.head_cap - len(self.head)
-                if room > 0:
-                    self.head += chunk[:room]
-                    chunk = chunk[room:]
-                if chunk:
-                    self.tail += chunk
-                    del self.tail[:max(0, len(self.tail) - self.tail_cap)]
-        except OSError:
-            return
-        finally:
-            os.close(fd)
-
-    def text(self) -> str:
-        head = self.head.decode("utf-8", "replace")
-        tail = self.tail.decode("utf-8", "replace")
-        omitted = self.total - len(self.head) - len(self.tail)
-        return head + (f"\n[... {omitted} bytes of output omitted ...]\n" if omitted else "") + tail

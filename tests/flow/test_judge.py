@@ -311,3 +311,20 @@ def test_an_empty_tests_folder_passes_as_no_tests_collected(workspace, bwrap):
     result = Judge(settings_for(workspace)).check(PYTEST_COMMAND)
     assert (result.passed, result.exit_code, result.note) == (True, 5, "no tests collected")
     assert result.line().startswith("checks: python -m pytest -q -x passed (no tests collected) in ")
+
+
+def test_check_output_with_many_byte_characters_is_not_garbled(workspace, bwrap):
+    judge = Judge(settings_for(workspace))
+    judge.policy = judge.policy.replace(output_bytes=1024)
+    text = "a" + "é" * 300  # 601 bytes, kept whole, one "é" straddling the head/tail seam
+    assert judge.check(f"printf '%s' '{text}' >&2").output == text
+    cut = judge.check(f"for i in 1 2 3 4; do printf '%s' '{text}'; done").output  # cut, between characters
+    head, rest = cut.split("\n[... ")
+    tail = rest.split(" bytes of output omitted ...]\n")[1]
+    assert "\ufffd" not in cut and head.startswith("aé") and set(tail) == {"é"}
+
+
+def test_a_check_that_leaves_a_process_holding_the_output_ends_when_it_exits(workspace, bwrap):
+    start = time.monotonic()
+    result = Judge(settings_for(workspace)).check("sleep 60 & echo done")
+    assert (result.passed, result.output) == (True, "done\n") and time.monotonic() - start < 10
