@@ -30,6 +30,7 @@ from servr.engines.base import (
     Step,
     TokenLogprob,
 )
+from servr.engines.llama_states import DEFAULT_STATE_CACHE_BYTES, DEFAULT_STATE_MIN_TOKENS, StateCache
 from servr.grammar import to_gbnf
 
 DEFAULT_CTX_CAP = 8192  # a model's trained context can be 128k; KV for that would not fit a small GPU
@@ -97,12 +98,15 @@ class _LlamaWithoutExtraBuffers(Llama):
 
 
 class LlamaCppEngine(Engine):
-    """One GGUF model in one llama.cpp context; the KV cache of the previous prompt is reused."""
+    """One GGUF model in one llama.cpp context; the KV cache of the previous prompt is reused, and
+    the sequences of other conversations are kept in a small LRU (``StateCache``) to be restored."""
 
     backend = "llamacpp"
 
     def __init__(self, model_path: Path, *, model_id: str, n_ctx: int | None = None, n_threads: int | None = None,
-                 n_gpu_layers: int | None = None, n_batch: int = 512) -> None:
+                 n_gpu_layers: int | None = None, n_batch: int = 512,
+                 state_cache_bytes: int = DEFAULT_STATE_CACHE_BYTES,
+                 state_min_tokens: int = DEFAULT_STATE_MIN_TOKENS) -> None:
         if not model_path.is_file():
             raise ModelNotFound(f"model file not found: {model_path}", hint="set AGENT_MODEL_PATH or pass --model")
         if n_ctx is None:  # the header is read only when needed: it costs a noticeable part of start-up
@@ -131,6 +135,7 @@ class LlamaCppEngine(Engine):
         self._vocab = self._llm._model.vocab
         self._piece_buf = ctypes.create_string_buffer(64)
         self._grammars: OrderedDict[str, str] = OrderedDict()
+        self._states = StateCache(state_cache_bytes, state_min_tokens)
         self._template = self._read_template()
 
     # --- what is loaded ------------------------------------------------------------------------
@@ -168,6 +173,7 @@ class LlamaCppEngine(Engine):
             "chat_template": self._template.origin,
             "n_vocab": self.n_vocab,
             "fim": self.special_token_id("<|fim_middle|>") is not None,
+            "prefix_states": self._states.describe(),
         }
 
     # --- tokens --------------------------------------------------------------------------------
@@ -243,6 +249,7 @@ class LlamaCppEngine(Engine):
         grammar = None
         if params.constraint is not None:
             grammar = LlamaGrammar.from_string(self._grammar_text(params.constraint), verbose=False)
+        self._states.prepare(self._llm, prompt)  # on the worker thread: nothing else touches the KV cache
         cached = self._reused_prefix(prompt)
         generation = Generation(prompt_tokens=len(prompt), cached_tokens=cached, steps=iter(()))
         generation.steps = self._steps(prompt, params, grammar, cancel, generation)
