@@ -532,6 +532,8 @@ class MemoryStore:
         depth = max(4 * k, 40)
         with self._lock:
             filt, args = self._filter_sql(kind, tags, "m")
+            if self.count() == 0:  # nothing to find: spare loading the model
+                return []
             words: list[int] = []
             match = fts_query(query)
             if match:
