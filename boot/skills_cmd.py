@@ -100,8 +100,7 @@ def _show(settings: "Settings", name: str, as_json: bool, console: "Console") ->
     if row is None:
         raise _Unknown(name)
     store = SkillStore(settings.workspace_root)
-    path = store.root / f"{name}.py"
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    text = store.read_current(name)  # confined: never follows a linked skills folder
     header, body = split_header(text)
     entry = store.entry(name) or {}
     if as_json:

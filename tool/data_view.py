@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from core.errors import ToolError
-from core.paths import open_confined, relative_to_workspace, resolve_in_workspace
+from core.paths import open_confined, refuse_protected, relative_to_workspace
 from core.tools import Tool, ToolResult, object_schema
 
 OPS = ("head", "tail", "shape", "columns", "describe", "sample")
@@ -362,7 +362,7 @@ def data_view_tool(root: Path) -> Tool:
             raise ToolError(f"unknown op {op!r}", hint="use one of: " + ", ".join(OPS))
         if not 0 <= n <= MAX_N:
             raise ToolError(f"n must be between 0 and {MAX_N}", hint="ask for fewer rows")
-        real = resolve_in_workspace(root, path)
+        real = refuse_protected(root, path)  # never the secrets file or the agent's own state
         name = relative_to_workspace(root, real)
         kind = _kind(real)
         with open_confined(root, path, "rb") as f:

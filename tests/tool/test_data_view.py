@@ -124,3 +124,15 @@ def test_a_malformed_csv_is_a_clear_error(ws: Path) -> None:
     (ws / "broken.csv").write_text('a,b\n1,"' + "x" * 200_000 + '"\n')
     with pytest.raises(ToolError, match="line 2: field larger than field limit"):
         view(ws, "broken.csv", "shape")
+
+
+@pytest.mark.parametrize("name", [".env", ".agent/sessions.db"])
+def test_the_secrets_file_and_the_agents_state_are_not_shown(tmp_path, name):
+    from core.paths import ProtectedPath
+
+    target = tmp_path / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("GEMINI_API_KEY,x\nsecret,1\n")
+    tool = data_view_tool(tmp_path)
+    with pytest.raises(ProtectedPath):
+        tool.fn(path=name, op="head")
