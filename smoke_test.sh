@@ -54,6 +54,9 @@ check "runsv.sh --help" bash runsv.sh --help
 check "memory plan: 7B Q4_K_M plans 32768 tokens on 8 GB" bash -c "bash runsv.sh --plan --profile qwen2.5-coder-7b-instruct-q4_k_m --vram-gb 8 --json \
     | '$py' -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d[\"fits\"] and d[\"n_ctx\"]==32768 else d)'"
 check "memory plan: 7B Q8_0 is refused with a suggestion (exit 1)" bash -c "bash runsv.sh --plan --profile qwen2.5-coder-7b-instruct-q8_0 --vram-gb 8 >/dev/null 2>&1; test \$? -eq 1"
+check "memory add, search and check" bash -c "cd '$tmp' && '$py' '$root/cli.py' --workspace '$tmp/ws' memory add 'the smoke test runs with bash smoke_test.sh' --kind fact >/dev/null \
+    && '$py' '$root/cli.py' --workspace '$tmp/ws' memory search 'how is the smoke test run' --json | grep -q smoke_test.sh \
+    && '$py' '$root/cli.py' --workspace '$tmp/ws' memory check >/dev/null"
 check "skills list --json" bash -c "'$py' cli.py --workspace '$tmp/ws' skills list --json | '$py' -c 'import json,sys; assert isinstance(json.load(sys.stdin), list)'"
 
 AGENT_WORKSPACE="$tmp/ws" bash runsv.sh --demo --port "$port" >"$tmp/server.log" 2>&1 &

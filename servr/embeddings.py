@@ -34,7 +34,7 @@ class Embedder:
     """A sentence-transformers model, loaded on the first request; safe to call from worker threads."""
 
     def __init__(self, setting: str | None) -> None:
-        if setting and setting != "server":
+        if setting and setting != "server" and not setting.startswith("server:"):  # those name a remote model
             self.folder: Path | None = Path(setting).expanduser()
             self.model_id = self.folder.name.lower()
         else:
