@@ -14,8 +14,10 @@ Covered, when ``bwrap`` runs:
   exists: the person's home, the project folder (its ``.env``, its code), other users' files.
   The agent's Python (the venv and its base interpreter) is visible read-only so ``python``
   works. Inside the workspace, ``.agent/`` (session and memory databases; covered even before
-  it exists, so no symlink can be planted there) and the project's ``.env`` are covered by empty
-  mounts. Root-only files in ``/etc`` (``shadow``, ``ssl/private``…) are blanked.
+  it exists, so no symlink can be planted there) and ``.env`` and ``.agent`` of the workspace,
+  the project folder and the current folder (:data:`core.paths.PROTECTED`) are covered by empty
+  read-only mounts, also when missing, so code cannot create a ``.env`` that turns the sandbox
+  off at the next start. Root-only files in ``/etc`` (``shadow``, ``ssl/private``…) are blanked.
 - Processes: new user, PID, IPC, UTS and cgroup namespaces; every capability dropped; a non-root
   uid; ``--die-with-parent``; ``--new-session`` (no typing into the person's terminal). When the
   command exits, PID 1 of the sandbox exits and the kernel kills whatever it left behind, so no
@@ -58,7 +60,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -71,8 +75,8 @@ from pathlib import Path
 from typing import IO, Any, Mapping, Sequence
 
 from core.errors import SandboxError
-from core.paths import resolve_in_workspace
-from core.sandbox_bwrap import SANDBOX_HOME, bwrap_argv, find_bwrap, venv_bin
+from core.paths import PROTECTED, resolve_in_workspace
+from core.sandbox_bwrap import SANDBOX_HOME, Placeholders, bwrap_argv, find_bwrap, hidden_paths, venv_bin
 from core.sandbox_io import Capture, kill_group, pump
 from core.sandbox_limits import STANDARD_PATH, Limits, PidsCgroup, launcher, nproc_prefix
 
@@ -90,7 +94,9 @@ class SandboxPolicy:
     """Where a command may write, what it may read, and how much it may use.
 
     ``readonly_binds`` are extra paths made visible read-only: a path, or ``(source, dest)``.
-    ``hidden`` are paths inside the workspace covered by an empty mount when they exist;
+    ``hidden`` are paths inside the workspace covered by an empty read-only mount, whether they
+    exist or not (a missing one gets a placeholder file for the time of the call, removed after),
+    so code can neither read them nor create them; a hidden path that is a symbolic link is refused.
     ``state_dir`` (the agent's ``.agent`` folder) is covered always, and made if missing, so code
     cannot plant a symlink there for the agent's own databases to follow later.
     ``confined=False`` is ``AGENT_SANDBOX=off``. ``output_bytes`` is kept per stream (head and tail).
@@ -125,7 +131,9 @@ class SandboxPolicy:
     def from_settings(cls, settings: Any, **changes: Any) -> "SandboxPolicy":
         """The policy for the agent's settings (``workspace_root``, ``shell_network``, ``sandbox``)."""
         root = Path(settings.workspace_root)
-        hidden = [root / ".env", PROJECT_ROOT / ".env", Path.cwd() / ".env"]
+        # the names the file tools refuse, wherever settings are read from (the workspace, the
+        # project, the current folder): code must not plant a .env that turns the sandbox off
+        hidden = [base / name for base in (root, PROJECT_ROOT, Path.cwd()) for name in PROTECTED]
         values: dict[str, Any] = {
             "workspace": root,
             "hidden": tuple(dict.fromkeys(hidden)),
@@ -263,14 +271,33 @@ class _Launched:
     """A started process and what must be undone when it ends (its pids cgroup, a temporary home)."""
 
     def __init__(self, proc: subprocess.Popen[bytes], confined: bool, cgroup: PidsCgroup | None,
-                 temp_home: str | None) -> None:
+                 temp_home: str | None, placeholders: Placeholders | None = None,
+                 inner_pid: int | None = None) -> None:
         self.proc, self.confined, self.cgroup, self.temp_home = proc, confined, cgroup, temp_home
+        self.placeholders = placeholders
+        self.inner_pidfd: int | None = None  # the sandbox's PID 1, seen from the host
+        if inner_pid is not None and hasattr(os, "pidfd_open"):
+            try:
+                self.inner_pidfd = os.pidfd_open(inner_pid)
+            except OSError:  # already gone
+                self.inner_pidfd = None
         self.pidfd: int | None = None
         if confined and hasattr(os, "pidfd_open"):
             try:
                 self.pidfd = os.pidfd_open(proc.pid)
             except OSError:
                 self.pidfd = None
+
+    def _inside_gone(self) -> bool:
+        """Whether every process of the sandbox has ended (its PID 1 exits last), waiting up to 5 s.
+
+        Until then a placeholder must stay: removing a mount point takes the mount away inside
+        too, and what still ran there could create the hidden file.
+        """
+        if self.inner_pidfd is None:
+            return hasattr(os, "pidfd_open")  # it ended before it could be watched, or never started
+        readable, _, _ = select.select([self.inner_pidfd], [], [], 5.0)
+        return bool(readable)
 
     def kill(self) -> None:
         """SIGKILL, confined: to bwrap itself, through a pidfd that cannot hit a reused pid (its PID
@@ -296,6 +323,12 @@ class _Launched:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+        if self.placeholders is not None:
+            self.placeholders.release(remove=self._inside_gone())
+            self.placeholders = None
+        if self.inner_pidfd is not None:
+            os.close(self.inner_pidfd)
+            self.inner_pidfd = None
         if self.cgroup:
             self.cgroup.close()
             self.cgroup = None
@@ -311,30 +344,63 @@ def _popen(command: str | Sequence[str], policy: SandboxPolicy, cwd: str | os.Pa
     argv = _command_argv(command)
     cgroup: PidsCgroup | None = None
     temp_home: str | None = None
+    placeholders: Placeholders | None = None
+    info: tuple[int, int] | None = None
     if policy.confined:
         bwrap = require_bwrap()
-        if os.geteuid() == 0 and policy.limits.processes is not None:
-            cgroup = PidsCgroup(policy.limits.processes)
-        prefix, preexec = launcher(policy.limits, cgroup.procs_file if cgroup else None)
-        full = prefix + bwrap_argv(bwrap, policy, real_cwd, nproc_prefix(policy.limits) + argv)
+        covered = [path for path, is_dir in hidden_paths(policy) if not is_dir]
         proc_env = _base_env(policy, env or {})
-    else:
-        # unconfined, RLIMIT_NPROC would count all the person's processes: not set
-        prefix, preexec = launcher(policy.limits, None)
-        full = prefix + argv
-        temp_home = tempfile.mkdtemp(prefix="agent-home-")
-        proc_env = _base_env(policy, env or {}, home=temp_home)
     try:
+        if policy.confined:
+            if os.geteuid() == 0 and policy.limits.processes is not None:
+                cgroup = PidsCgroup(policy.limits.processes)
+            if covered:
+                placeholders = Placeholders.claim(covered)
+                info = os.pipe()
+            prefix, preexec = launcher(policy.limits, cgroup.procs_file if cgroup else None)
+            full = prefix + bwrap_argv(bwrap, policy, real_cwd, nproc_prefix(policy.limits) + argv,
+                                       info_fd=info[1] if info else None)
+        else:
+            # unconfined, RLIMIT_NPROC would count all the person's processes: not set
+            prefix, preexec = launcher(policy.limits, None)
+            full = prefix + argv
+            temp_home = tempfile.mkdtemp(prefix="agent-home-")
+            proc_env = _base_env(policy, env or {}, home=temp_home)
         proc = subprocess.Popen(full, cwd=str(real_cwd), env=proc_env, stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=stderr, start_new_session=True, preexec_fn=preexec, close_fds=True)
-    except OSError as exc:
+                                stderr=stderr, start_new_session=True, preexec_fn=preexec, close_fds=True,
+                                pass_fds=(info[1],) if info else ())
+    except BaseException as exc:
         if cgroup:
             cgroup.close()
         if temp_home:
             shutil.rmtree(temp_home, ignore_errors=True)
+        if placeholders:
+            placeholders.release()
+        if info:
+            os.close(info[0])
+        if not isinstance(exc, OSError):
+            raise
         raise SandboxError(f"could not start {argv[0]!r}: {exc.strerror or exc}",
                            hint="check that the program exists inside the sandbox") from None
-    return _Launched(proc, policy.confined, cgroup, temp_home)
+    finally:
+        if info:
+            os.close(info[1])
+    return _Launched(proc, policy.confined, cgroup, temp_home, placeholders, _inner_pid(info[0]) if info else None)
+
+
+def _inner_pid(fd: int) -> int | None:
+    """The host pid of the sandbox's PID 1, from what bwrap wrote to its ``--info-fd`` (then closed)."""
+    data = b""
+    try:
+        while chunk := os.read(fd, 4096):  # bwrap writes it right after the sandbox starts, then closes
+            data += chunk
+    finally:
+        os.close(fd)
+    try:
+        pid = json.loads(data)["child-pid"]
+    except (ValueError, KeyError, TypeError):
+        return None  # bwrap failed before the sandbox started
+    return pid if isinstance(pid, int) else None
 
 
 def _killed_reason(code: int, confined: bool) -> str | None:

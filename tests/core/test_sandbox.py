@@ -283,3 +283,77 @@ def test_sandboxed_output_with_many_byte_characters_comes_back_intact(policy: sa
     text = "a" + "é" * 300
     result = sandbox.run(["printf", "%s", text], policy.replace(output_bytes=1024))
     assert not result.truncated and result.stdout == text
+
+
+def test_code_cannot_create_a_dotenv_that_turns_the_sandbox_off(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    require_bwrap()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    monkeypatch.chdir(ws)  # `--workspace .`: settings read .env from here
+    monkeypatch.delenv("AGENT_SANDBOX", raising=False)
+    policy = sandbox.SandboxPolicy.from_settings(load_settings(workspace="."))
+    result = sandbox.run("echo AGENT_SANDBOX=off > .env; rm -f .env; mkdir .env; ls -A", policy)
+    assert ".env: Permission denied" in result.stderr and "Device or resource busy" in result.stderr
+    assert "mkdir: cannot create directory" in result.stderr
+    assert result.stdout.split() == [".agent", ".env"]  # the covered placeholder, inside
+    assert not (ws / ".env").exists()  # and nothing left behind on the host
+    assert load_settings(workspace=".").sandbox != "off"
+
+
+def test_a_placeholder_stays_while_another_sandbox_covers_it_and_goes_with_the_last(tmp_path: Path) -> None:
+    require_bwrap()
+    settings = settings_for(tmp_path / "ws")
+    policy = sandbox.SandboxPolicy.from_settings(settings)
+    dotenv = settings.workspace_root / ".env"
+    with sandbox.start(["sh", "-c", "read line; echo x > .env; echo $?"], policy, stderr=False) as first:
+        assert dotenv.is_file() and dotenv.stat().st_size == 0  # the mount point, for the time of the call
+        assert sandbox.run("true", policy).ok
+        assert dotenv.exists()  # the first sandbox still covers it
+        first.stdin.write(b"go\n")
+        first.stdin.flush()
+        assert first.stdout.readline() != b"0\n"
+    assert not dotenv.exists()
+
+
+def test_a_dotenv_the_person_made_is_kept_and_still_covered(tmp_path: Path) -> None:
+    require_bwrap()
+    settings = settings_for(tmp_path / "ws")
+    dotenv = settings.workspace_root / ".env"
+    dotenv.write_text("")
+    result = sandbox.run("cat .env; echo more >> .env", sandbox.SandboxPolicy.from_settings(settings))
+    assert result.exit_code != 0 and dotenv.exists() and dotenv.read_text() == ""
+
+
+def test_a_hidden_path_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    require_bwrap()
+    settings = settings_for(tmp_path / "ws")
+    (tmp_path / "secrets").write_text("KEY=1\n")
+    (settings.workspace_root / ".env").symlink_to(tmp_path / "secrets")
+    with pytest.raises(SandboxError, match="is a symbolic link, which the sandbox cannot cover"):
+        sandbox.run("true", sandbox.SandboxPolicy.from_settings(settings))
+
+
+def test_sandboxes_ending_around_a_running_one_never_uncover_it_and_leave_nothing(tmp_path: Path) -> None:
+    import threading
+
+    from core.sandbox_bwrap import _lock_path
+
+    require_bwrap()
+    settings = settings_for(tmp_path / "ws")
+    policy = sandbox.SandboxPolicy.from_settings(settings)
+    dotenv = settings.workspace_root / ".env"
+    with sandbox.start(["sh", "-c", "read line; echo x > .env; echo $?"], policy, stderr=False) as long_one:
+        results: list[bool] = []
+        workers = [threading.Thread(target=lambda: results.append(sandbox.run("echo x > .env", policy).ok))
+                   for _ in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert results == [False] * 8
+        long_one.stdin.write(b"go\n")
+        long_one.stdin.flush()
+        assert long_one.stdout.readline() != b"0\n"
+    assert not dotenv.exists()
+    assert [kind for kind in ("mutex", "users", "json") if os.path.exists(_lock_path(str(dotenv), kind))] == []
