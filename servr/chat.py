@@ -16,7 +16,7 @@ from core.messages import new_call_id
 from servr.chat_template import ChatRenderer, TemplateError
 from servr.engines.base import Constraint, Engine, SamplingParams, TokenLogprob, ToolSpec
 from servr.errors import APIError, bad_request, context_exceeded
-from servr.generation import Delta, Failed, Finished, GenerationStream
+from servr.generation import Failed, Finished, GenerationStream, collect
 from servr.schemas import ChatCompletionRequest
 from servr import wire
 
@@ -112,19 +112,8 @@ def _call_json(call: ParsedCall, call_id: str) -> dict[str, Any]:
 
 async def complete(stream: GenerationStream, plan: ChatPlan, model: str) -> dict[str, Any]:
     """The whole answer as one ``chat.completion`` object."""
-    pieces: list[str] = []
-    logprobs: list[TokenLogprob] = []
-    done: Finished | None = None
-    async for event in stream.events():
-        if isinstance(event, Delta):
-            pieces.append(event.text)
-            logprobs.extend(event.logprobs)
-        elif isinstance(event, Failed):
-            raise event.error
-        else:
-            done = event
-    assert done is not None
-    text = "".join(pieces)
+    answer = await collect(stream)
+    text, logprobs, done = answer.text, answer.logprobs, answer.finished
     message: dict[str, Any] = {"role": "assistant", "content": text}
     reason = wire.finish_reason(done.finish_reason)
     if plan.allowed_tools is not None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-from servr.engines.base import Engine, SamplingParams, TokenLogprob
+from servr.engines.base import Engine, SamplingParams
 from servr.errors import bad_request, context_exceeded
-from servr.generation import Delta, Failed, Finished, GenerationStream
+from servr.generation import Failed, Finished, GenerationStream, collect
 from servr.schemas import CompletionRequest
 from servr import wire
 
@@ -75,22 +75,11 @@ def _choice(text: str, finish: str | None, logprobs: dict[str, Any] | None) -> d
 
 
 async def complete(stream: GenerationStream, plan: CompletionPlan, model: str) -> dict[str, Any]:
-    pieces: list[str] = [plan.echo]
-    logprobs: list[TokenLogprob] = []
-    done: Finished | None = None
-    async for event in stream.events():
-        if isinstance(event, Delta):
-            pieces.append(event.text)
-            logprobs.extend(event.logprobs)
-        elif isinstance(event, Failed):
-            raise event.error
-        else:
-            done = event
-    assert done is not None
-    lp = wire.completion_logprobs(logprobs, len(plan.echo)) if plan.logprobs else None
+    answer = await collect(stream)
+    lp = wire.completion_logprobs(answer.logprobs, len(plan.echo)) if plan.logprobs else None
     return {"id": wire.new_id("cmpl"), "object": "text_completion", "created": wire.now(), "model": model,
-            "choices": [_choice("".join(pieces), wire.finish_reason(done.finish_reason), lp)],
-            "usage": wire.usage(done)}
+            "choices": [_choice(plan.echo + answer.text, wire.finish_reason(answer.finished.finish_reason), lp)],
+            "usage": wire.usage(answer.finished)}
 
 
 async def stream_chunks(stream: GenerationStream, plan: CompletionPlan, model: str) -> AsyncIterator[bytes]:

@@ -206,6 +206,30 @@ class GenerationStream:
                 self.metrics.decode_rate.observe((event.completion_tokens - 1) / elapsed)
 
 
+@dataclass(frozen=True)
+class Collected:
+    """A whole answer: its text, its logprobs and how it finished."""
+
+    text: str
+    logprobs: list[TokenLogprob]
+    finished: Finished
+
+
+async def collect(stream: GenerationStream) -> Collected:
+    """Read ``stream`` to its end; a failed generation raises its ``APIError``."""
+    pieces: list[str] = []
+    logprobs: list[TokenLogprob] = []
+    async for event in stream.events():
+        if isinstance(event, Delta):
+            pieces.append(event.text)
+            logprobs.extend(event.logprobs)
+        elif isinstance(event, Failed):
+            raise event.error
+        else:
+            return Collected("".join(pieces), logprobs, event)
+    raise RuntimeError("the generation ended without Finished or Failed")  # events() always ends with one
+
+
 async def watch_disconnect(receive: Callable[[], object], stream: GenerationStream) -> None:
     """Cancel ``stream`` when the client of a non-streaming request goes away."""
     while True:
