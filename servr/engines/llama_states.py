@@ -85,12 +85,14 @@ class StateCache:
             common = common_prefix(state.tokens, prompt)
             if common > best_common:
                 best_key, best_common = key, common
+        chosen = None
+        if best_key is not None and best_common - live_common >= self.min_tokens:
+            with self._lock:  # out first: saving the live sequence may need its room
+                chosen = self._states.pop(best_key)
         if len(live) - live_common >= self.min_tokens:
             self._save(llm, live)
-        if best_key is not None and best_common - live_common >= self.min_tokens:
-            with self._lock:
-                state = self._states.pop(best_key)
-            self._restore(llm, state)
+        if chosen is not None:
+            self._restore(llm, chosen)
 
     def _save(self, llm: Any, tokens: np.ndarray) -> None:
         size = llama_cpp.llama_state_seq_get_size(llm._ctx.ctx, SEQ)

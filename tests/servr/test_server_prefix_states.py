@@ -78,3 +78,33 @@ def test_interleaved_session_gets_its_prefix_back_with_the_same_greedy_answer(ur
     states = httpx.get(urls["lru"] + "/health").json()["prefix_states"]
     assert states["restores"] == 1 and states["max_bytes"] == 2 << 30
     assert httpx.get(urls["plain"] + "/health").json()["prefix_states"]["saves"] == 0
+
+
+def test_saved_states_stay_under_the_byte_cap_least_recently_used_dropped_first(smollm2_path: Path) -> None:
+    import threading
+
+    from servr.engines.base import SamplingParams
+    from servr.engines.llama_cpp import LlamaCppEngine
+
+    def prompt(word: str) -> list[int]:
+        return engine.encode_prompt(f"{word}: " + " ".join(f"{word} item {i} is kept." for i in range(60)))
+
+    def run(tokens: list[int]) -> int:
+        gen = engine.generate(tokens, SamplingParams(max_tokens=2, temperature=0), threading.Event())
+        list(gen.steps)
+        return gen.cached_tokens
+
+    # one ~400-token SmolLM2 state is ~9 MB (23 KB a token): room for one, not two
+    engine = LlamaCppEngine(smollm2_path, model_id=SMOL, n_ctx=2048, state_cache_bytes=12 << 20, state_min_tokens=64)
+    try:
+        a, b, c = prompt("apple"), prompt("brick"), prompt("cloud")
+        assert len(a) > 300
+        for tokens in (a, b, c):  # a is saved when b comes, b when c comes, pushing a out
+            run(tokens)
+        states = engine.describe()["prefix_states"]
+        assert (states["entries"], states["saves"]) == (1, 2) and 0 < states["bytes"] <= 12 << 20
+        assert run(a) < 10  # dropped: evaluated again; c is saved and pushes b out
+        assert run(c) >= len(c) - 1  # kept: restored
+        assert engine.describe()["prefix_states"]["restores"] == 1
+    finally:
+        engine.close()
