@@ -173,8 +173,8 @@ class GenerationStream:
         if self._over:
             return
         self._over = True
+        self.metrics.cancelled.inc()  # counted before the worker can see the flag and free the model
         self.cancel()
-        self.metrics.cancelled.inc()
 
     async def events(self) -> AsyncIterator[Event]:
         """Events until Finished or Failed; stopping the iteration early cancels the generation."""
