@@ -1,6 +1,7 @@
 """Figures for prefix KV reuse (both engines) and the Transformers engine's decode speed.
 
     .venv/bin/python bench/prefix_reuse_bench.py [--model PATH.gguf] [--threads N] [--turns 10] [--runs 3]
+        [--engines llamacpp,transformers] [--skip-reuse] [--skip-decode]
 
 On one GGUF (default: the bundled SmolLM2-135M Q4_1), loaded by llama.cpp and by Transformers
 (``gguf_file=``, dequantized to float32 on the CPU), each behind this server (live uvicorn on 127.0.0.1):
@@ -9,7 +10,7 @@ On one GGUF (default: the bundled SmolLM2-135M Q4_1), loaded by llama.cpp and by
    prompt describing tools, then per turn a tool result of ~150 tokens and the model's answer of
    24 tokens, greedy, streamed): the first non-empty content delta after the request was sent.
    Modes: ``reuse`` (the server's default), ``interleaved`` (another session's request between
-   every two turns: llama.cpp keeps one sequence, Transformers an LRU of four), and ``off``
+   every two turns: llama.cpp restores saved sequence states, Transformers keeps an LRU of caches), and ``off``
    (Transformers: ``prefix_slots=0``; llama.cpp cannot turn its reuse off through the engine,
    so ``off`` is a fresh llama.cpp engine per turn). Median of ``--runs`` conversations.
    Target: turn 10 within 1.5x of turn 1 with reuse.
@@ -142,9 +143,18 @@ def default_model() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def bench_reuse(path: Path, threads: int | None, turns: int, runs: int, ctx: int) -> None:
+def bench_reuse(path: Path, threads: int | None, turns: int, runs: int, ctx: int, engines: list[str]) -> None:
+    rows: list[tuple[str, str, list[tuple[float, int, int]]]] = []
+    if "llamacpp" in engines:
+        rows += reuse_llama(path, threads, turns, runs, ctx)
+    if "transformers" in engines:
+        rows += reuse_transformers(path, threads, turns, runs, ctx)
+    print_reuse(rows, turns, runs)
+
+
+def reuse_llama(path: Path, threads: int | None, turns: int, runs: int,
+                ctx: int) -> list[tuple[str, str, list[tuple[float, int, int]]]]:
     from servr.engines.llama_cpp import LlamaCppEngine
-    from servr.engines.transformers import TransformersEngine
 
     rows: list[tuple[str, str, list[tuple[float, int, int]]]] = []
     llama = LlamaCppEngine(path, model_id=MODEL, n_ctx=ctx, n_threads=threads)
@@ -172,7 +182,14 @@ def bench_reuse(path: Path, threads: int | None, turns: int, runs: int, ctx: int
                 stack.pop().__exit__(None, None, None)
 
     rows.append(("llama.cpp", "off (new engine/turn)", median_runs(fresh_llama_run, runs)))
+    return rows
 
+
+def reuse_transformers(path: Path, threads: int | None, turns: int, runs: int,
+                       ctx: int) -> list[tuple[str, str, list[tuple[float, int, int]]]]:
+    from servr.engines.transformers import TransformersEngine
+
+    rows: list[tuple[str, str, list[tuple[float, int, int]]]] = []
     for mode, slots in (("reuse", 4), ("off", 0)):
         hf = TransformersEngine(path, model_id=MODEL, n_ctx=ctx, n_threads=threads, prefix_slots=slots)
         with live(hf) as url:
@@ -181,7 +198,10 @@ def bench_reuse(path: Path, threads: int | None, turns: int, runs: int, ctx: int
                 rows.append(("transformers", "interleaved",
                              median_runs(lambda s: conversation(lambda t: url, turns, url, s), runs)))
         hf.close()
+    return rows
 
+
+def print_reuse(rows: list[tuple[str, str, list[tuple[float, int, int]]]], turns: int, runs: int) -> None:
     shown = [t for t in (1, 5, 10) if t <= turns]
     print(f"\n1. Time to first token in a growing {turns}-turn conversation (median of {runs}; ms)")
     head = f"{'engine':13} {'mode':22}" + "".join(f" {'turn ' + str(t):>9}" for t in shown)
@@ -255,13 +275,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--decode-tokens", type=int, default=128)
+    parser.add_argument("--engines", default="llamacpp,transformers", help="engines for the reuse figures")
     parser.add_argument("--skip-reuse", action="store_true")
     parser.add_argument("--skip-decode", action="store_true")
     args = parser.parse_args()
     path = args.model or default_model()
     print(f"model {path.name}, threads {args.threads or 'all'}")
     if not args.skip_reuse:
-        bench_reuse(path, args.threads, args.turns, args.runs, args.ctx)
+        bench_reuse(path, args.threads, args.turns, args.runs, args.ctx, args.engines.split(","))
     if not args.skip_decode:
         bench_decode(path, args.threads, args.decode_tokens, args.runs)
 
