@@ -148,13 +148,21 @@ class SentenceTransformerEmbedder:
             if self._model is None:
                 with _offline():
                     from sentence_transformers import SentenceTransformer  # torch is loaded only here
+                    from transformers.utils import logging as hf_logging
 
+                    # transformers reads HF_HUB_DISABLE_PROGRESS_BARS only when first imported; a
+                    # "Loading weights" bar on the person's screen would be noise, so turn it off here
+                    bars = hf_logging.is_progress_bar_enabled()
+                    hf_logging.disable_progress_bar()
                     try:
                         self._model = SentenceTransformer(str(self.folder), device=self.device,
                                                           local_files_only=True)
                     except OSError as exc:
                         raise ModelNotFound(f"cannot load the embedding model from {self.folder}: {exc}",
                                             hint="check AGENT_EMBED_MODEL") from None
+                    finally:
+                        if bars:
+                            hf_logging.enable_progress_bar()
             return self._model
 
     def embed(self, texts: list[str]) -> np.ndarray:

@@ -237,3 +237,16 @@ def test_import_checks_every_line_before_adding_anything(memstore: MemoryStore, 
     with pytest.raises(BadMemoryInput, match="bad.jsonl, line 3: unknown kind 'rumour'"):
         memstore.import_(path)
     assert memstore.count() == 0
+
+
+def test_loading_the_embedder_prints_no_progress_bar_even_after_transformers_was_imported():
+    import subprocess
+    import sys
+
+    script = ("import transformers\n"  # imported first, progress bars on: as in a long session
+              "from store.embed import SentenceTransformerEmbedder\n"
+              "SentenceTransformerEmbedder().embed(['hello'])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    assert done.returncode == 0, done.stderr
+    assert "Loading weights" not in done.stderr and "it/s" not in done.stderr
