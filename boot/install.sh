@@ -8,7 +8,7 @@
 #   AGENT_TORCH_INDEX   a package index for torch, e.g. https://download.pytorch.org/whl/cpu on a
 #                       machine without an NVIDIA GPU (PyPI's Linux torch is the multi-GB CUDA build)
 #   CMAKE_ARGS          passed to the llama-cpp-python build; set to -DGGML_CUDA=on automatically
-#                       when nvcc is found and CMAKE_ARGS is unset
+#                       when an NVIDIA GPU (nvidia-smi -L) and nvcc are found and CMAKE_ARGS is unset
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,9 +51,12 @@ if ! "$venv/bin/python" -c 'import torch' >/dev/null 2>&1; then
     fi
 fi
 
-if [ -z "${CMAKE_ARGS:-}" ] && command -v nvcc >/dev/null 2>&1; then
+# CUDA only when there is both a GPU to run on and a compiler for it (a CUDA toolkit alone, as on
+# many CI images, would make a build that takes far longer and cannot be used).
+if [ -z "${CMAKE_ARGS:-}" ] && command -v nvcc >/dev/null 2>&1 \
+    && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     export CMAKE_ARGS="-DGGML_CUDA=on"
-    say "nvcc found: building llama-cpp-python with CUDA (CMAKE_ARGS=$CMAKE_ARGS)"
+    say "NVIDIA GPU and nvcc found: building llama-cpp-python with CUDA (CMAKE_ARGS=$CMAKE_ARGS)"
 fi
 if ! "$venv/bin/python" -c 'import llama_cpp' >/dev/null 2>&1; then
     say "installing llama-cpp-python (compiled from source: several minutes the first time, cached after)"
