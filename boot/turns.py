@@ -8,6 +8,7 @@ means "leave now": :class:`Leave` is raised once the worker has had a moment to 
 
 from __future__ import annotations
 
+import signal
 import threading
 from typing import Any, Callable
 
@@ -57,18 +58,34 @@ def run_turn(agent: Any, task: str, *, session_id: str | None,
         finally:
             finished.set()
 
+    # Ctrl-C is counted by a signal handler while the turn runs, so no KeyboardInterrupt lands in
+    # the middle of the screen's or the store's code (a lock left held there hung the exit)
+    presses = [0]
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        presses[0] += 1
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, on_sigint)
     # waiting on an Event, not Thread.join: a join interrupted by Ctrl-C can leave the thread
     # marked finished while it still runs (CPython before 3.12)
     threading.Thread(target=work, name="agent-turn", daemon=True).start()
-    while not finished.is_set():
-        try:
-            finished.wait(poll_s)
-        except KeyboardInterrupt:
-            if cancel.is_set():
+    try:
+        while not finished.is_set():
+            try:
+                finished.wait(poll_s)
+            except KeyboardInterrupt:  # not the main thread: Python's own handler raised
+                presses[0] += 1
+            if presses[0] >= 2:
                 finished.wait(SETTLE_S)
-                raise Leave() from None
-            cancel.set()
-            on_interrupt()
+                raise Leave()
+            if presses[0] == 1 and not cancel.is_set():
+                cancel.set()
+                on_interrupt()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
