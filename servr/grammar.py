@@ -13,7 +13,7 @@ from typing import Any
 
 from llama_cpp.llama_grammar import SchemaConverter
 
-from servr.engines.base import Constraint
+from servr.engines.base import Constraint, tool_call_schema
 
 # any JSON object: what response_format json_object promises
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
@@ -55,20 +55,6 @@ def _rules(schema: dict[str, Any], root_name: str) -> str:
     resolved = converter.resolve_refs(_bounded_integers(json.loads(json.dumps(schema))), "request")
     converter.visit(resolved, root_name)
     return converter.format_grammar()
-
-
-def tool_call_schema(constraint: Constraint) -> dict[str, Any]:
-    """The JSON schema of the object inside ``<tool_call>``: one alternative per tool."""
-    alternatives = [
-        {
-            "type": "object",
-            "properties": {"name": {"const": tool.name}, "arguments": tool.parameters or {"type": "object"}},
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        }
-        for tool in constraint.tools
-    ]
-    return alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
 
 
 def to_gbnf(constraint: Constraint) -> str:

@@ -42,6 +42,20 @@ class Constraint:
     tools: tuple[ToolSpec, ...] = ()
 
 
+def tool_call_schema(constraint: Constraint) -> dict[str, Any]:
+    """The JSON schema of the object inside ``<tool_call>``: one alternative per tool."""
+    alternatives = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": tool.name}, "arguments": tool.parameters or {"type": "object"}},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for tool in constraint.tools
+    ]
+    return alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick each token. ``temperature`` 0 is greedy; ``top_logprobs`` None: no logprobs."""

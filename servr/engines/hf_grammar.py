@@ -18,24 +18,10 @@ from typing import Any
 import torch
 import xgrammar as xgr
 
-from servr.engines.base import Constraint
+from servr.engines.base import Constraint, tool_call_schema
 
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
 _SEPARATORS = (", ", ": ")
-
-
-def tool_call_schema(constraint: Constraint) -> dict[str, Any]:
-    """The JSON schema of the object inside ``<tool_call>``: one alternative per tool."""
-    alternatives = [
-        {
-            "type": "object",
-            "properties": {"name": {"const": tool.name}, "arguments": tool.parameters or {"type": "object"}},
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        }
-        for tool in constraint.tools
-    ]
-    return alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
 
 
 def _schema_grammar(schema: dict[str, Any]) -> xgr.Grammar:
