@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from core.errors import GatewayError, Interrupted
 from core.gateway import ModelGateway
 from core.messages import Message, Usage
-from flow.context import CHARS_PER_TOKEN
+from core.tokens import CHARS_PER_TOKEN
 from store.sessions import StoredMessage
 
 SUMMARY_HEADER = "[Summary of earlier work in this session; the messages it replaces no longer fit the context]"

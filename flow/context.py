@@ -28,9 +28,10 @@ from typing import Sequence
 from core.errors import BudgetExceeded
 from core.gateway import ModelGateway
 from core.messages import Message, ToolCall
+from core.tokens import CHARS_PER_TOKEN
 from core.tools import Tool
 from store.sessions import StoredMessage
-from tool.registry import CHARS_PER_TOKEN, clip_text
+from tool.registry import clip_text
 
 #: tokens a chat template adds around each message (role markers, separators)
 MESSAGE_OVERHEAD = 4

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email.utils
 import json
-import math
 import queue
 import random
 import socket
@@ -24,29 +23,19 @@ import httpx
 
 from core.errors import GatewayError, Interrupted
 from core.messages import Message
+# re-exported: the gateways and their tests take the estimate from here
+from core.tokens import CHARS_PER_TOKEN, estimate_tokens  # noqa: F401
 from core.tools import Tool
 
 #: how often the caller's thread looks at ``cancel`` while waiting for the server
 POLL_S = 0.05
 
-#: Characters per token for the estimate used when the server cannot tokenize. Measured with
-#: ``bench/gate_token_estimate.py`` on this repository's Python and Markdown with the Qwen2.5 and
-#: SmolLM2 tokenizers: 3.25-4.25 characters per token. 3.2 sits just below all of them so the
-#: estimate errs on the side of more tokens: an over-count wastes a little context, an
-#: under-count makes the server refuse the request (the loop also corrects the estimate with
-#: the prompt tokens each reply reports).
-CHARS_PER_TOKEN = 3.2
 #: tokens a chat template adds around each message (ChatML: ``<|im_start|>role\n…<|im_end|>\n``)
 MESSAGE_OVERHEAD = 4
 #: tokens that start the reply (``<|im_start|>assistant\n``)
 REPLY_PRIMING = 3
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
-
-
-def estimate_tokens(text: str) -> int:
-    """Tokens in ``text`` by the calibrated character ratio (see :data:`CHARS_PER_TOKEN`)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
 
 
 def render_message(message: Message) -> str:

@@ -30,11 +30,9 @@ from jsonschema import Draft202012Validator
 
 from core.errors import ToolArgumentError, ToolError, UnknownToolError
 from core.messages import ToolCall
+from core.tokens import CHARS_PER_TOKEN
 from core.tools import Tool, ToolProvider, ToolResult
 
-#: characters per token assumed when clipping and estimating (code and prose run 3.3-4.1 with the
-#: Qwen and SmolLM2 tokenizers; 3.0 errs towards counting more, so a clipped result fits)
-CHARS_PER_TOKEN = 3.0
 
 INTERRUPTED = "interrupted by the person before the tool finished"
 #: how long an interrupted tool that takes ``cancel`` gets to stop and report what it did
