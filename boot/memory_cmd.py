@@ -163,11 +163,6 @@ def main(argv: list[str], settings: "Settings", *, embedder: "Embedder | None" =
 
 
 if __name__ == "__main__":
-    from boot.settings import load_settings
+    from boot.subcommand import run_subcommand
 
-    try:
-        loaded = load_settings()
-    except FatalError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    raise SystemExit(main(sys.argv[1:], loaded))
+    run_subcommand(main)
