@@ -92,8 +92,11 @@ return done
     try:
         result = setup.call("escape", x=1)
         assert result.ok, result.content
-        assert result.data["value"][1] in ("FileNotFoundError", "PermissionError", "OSError")
-        assert [t.exists() for t in targets] == [False, False]
+        assert [t.exists() for t in targets] == [False, False]  # nothing reached the host
+        if not PROJECT_ROOT.is_relative_to("/tmp"):
+            # a checkout under /tmp shows up inside the sandbox's own private /tmp (the venv is bound
+            # there), so a write "succeeds" into that throw-away tmpfs; elsewhere the folder is absent
+            assert result.data["value"][1] in ("FileNotFoundError", "PermissionError", "OSError")
     finally:
         targets[1].unlink(missing_ok=True)
 
