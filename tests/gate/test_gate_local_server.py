@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -23,6 +24,13 @@ def connects(port: int) -> bool:
 def test_a_server_that_misses_its_start_deadline_is_stopped_and_frees_its_port():
     server = LocalServer(app)
     port = server.port
+    uvicorn_server = server._server
+
+    def slow_start(sockets):  # a server that never gets to "started" (timeout_s=0 alone is a race)
+        while not uvicorn_server.should_exit:
+            time.sleep(0.01)
+
+    uvicorn_server.run = slow_start
     with pytest.raises(RuntimeError, match=f"the local server on port {port} did not start"):
         server.start(timeout_s=0)
     assert server.stopping.is_set()
