@@ -1,0 +1,1 @@
+# app/views/home.py

@@ -1,0 +1,14 @@
+import argparse
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Greet someone.")
+    parser.add_argument("name")
+    parser.add_argument("--times", type=int, default=1, help="how many greetings")
+    args = parser.parse_args(argv)
+    for _ in range(args.times):
+        print(f"Hello, {args.name}!")
+
+
+if __name__ == "__main__":
+    main()

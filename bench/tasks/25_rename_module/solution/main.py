@@ -1,0 +1,8 @@
+import textkit
+from textkit import title_case
+
+TEXT = "the quick brown fox jumps over the lazy dog"
+
+if __name__ == "__main__":
+    print(title_case(TEXT))
+    print(textkit.word_count(TEXT), "words")
