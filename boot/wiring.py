@@ -153,6 +153,8 @@ def _assemble(settings: Settings, gateway: ModelGateway, events: AgentEvents | N
 
         extra.append(RecallSection(memory, settings.memory_recall_tokens))
     judge = Judge(settings)
+    if verifier is None:
+        events = judge.watch(events)  # the judge records what fails before the run's first change
     return Agent(gateway, registry, store, settings, events=events, system_prompt_extra=[planner.section, *extra],
                  verifier=Verification(verifier or judge, judge, planner))
 

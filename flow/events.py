@@ -93,3 +93,6 @@ class AgentEvents:
 
     def usage(self, total: Usage, context_used: int, context_size: int | None) -> None:
         """Token totals so far and how full the context is."""
+
+    def prompt_progress(self, done: int, total: int, cached: int, time_ms: float) -> None:
+        """The server has read ``done`` of the prompt's ``total`` tokens (``cached`` reused) in ``time_ms``."""

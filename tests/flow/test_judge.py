@@ -42,12 +42,21 @@ def bwrap() -> None:
 
 @pytest.fixture
 def project(workspace: Path) -> Path:
-    """A small project whose one test fails until calc.add is fixed."""
-    (workspace / "calc.py").write_text(BROKEN)
+    """A small project whose one test passes until a change breaks calc.add."""
+    (workspace / "calc.py").write_text(FIXED)
     (workspace / "tests").mkdir()
     (workspace / "tests" / "test_calc.py").write_text(TEST)
     # no conftest.py: `python -m pytest` puts the workspace on sys.path, as it does for the person
     return workspace
+
+
+@pytest.fixture
+def red_project(project: Path) -> Path:
+    """The same project with add already broken before the task, and a second test that passes."""
+    (project / "calc.py").write_text(BROKEN)
+    (project / "tests" / "test_other.py").write_text("import calc\n\n\ndef test_other():\n    assert calc.OK\n")
+    (project / "calc.py").write_text(BROKEN + "OK = True\n")
+    return project
 
 
 def settings_for(workspace: Path, **overrides: Any) -> Settings:
@@ -57,8 +66,9 @@ def settings_for(workspace: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def write(content: str) -> ToolCall:
-    return ToolCall("write_file", {"path": "calc.py", "content": content})
+def write(content: str, path: str = "calc.py") -> list[ToolCall]:
+    """A reply that reads the file and then writes it (the file tools write only what was read)."""
+    return [ToolCall("read_file", {"path": path}), ToolCall("write_file", {"path": path, "content": content})]
 
 
 def agent_for(workspace: Path, steps: list[Any], **overrides: Any):
@@ -148,19 +158,23 @@ def test_a_moved_file_counts_as_a_change(workspace):
 
 # --- with the loop and a real pytest in the sandbox -------------------------------------------------
 
-def test_a_failing_test_goes_back_to_the_model_until_its_fix_passes(project, bwrap):
+def test_a_test_the_task_broke_goes_back_to_the_model_until_its_fix_passes(project, bwrap):
     judged: list[str] = []
-    steps = [write(STILL_BROKEN), "Fixed add.", feedback_seen(judged), "Now add is fixed."]
+    steps = [write(STILL_BROKEN), "Rewrote add.", feedback_seen(judged), "Now add is fixed."]
     agent, gateway, events = agent_for(project, steps)
     with gateway:
-        result = agent.run("fix calc.add so the tests pass")
+        result = agent.run("rewrite calc.add")
     assert (result.status, result.answer) == ("done", "Now add is fixed.")
     assert (project / "calc.py").read_text() == FIXED
     message = judged[0]
     assert message.startswith("The checks failed, so the task is not done yet: `python -m pytest -q -x` exited "
-                              "with code 1. Fix the cause, then answer again; the checks run each time you answer "
-                              "(they may fail 1 more time before the run ends).\n\n")
+                              "with code 1 (1 failing: tests/test_calc.py::test_add). Fix the cause, then answer "
+                              "again; the checks run each time you answer (they may fail 1 more time before the run "
+                              "ends).\n\n")
     assert "assert 6 == 5" in message and "1 failed" in message
+    before = [n for n in events.of("notice") if n.startswith("checks before the change:")]
+    assert len(before) == 1 and before[0].startswith(
+        "checks before the change: python -m pytest -q --continue-on-collection-errors passed in ")
     notices = checks(events)
     assert notices[0] == "checks: running python -m pytest -q -x"
     assert notices[1].startswith("checks: python -m pytest -q -x failed (exit code 1) in ")
@@ -180,10 +194,11 @@ def test_after_the_last_round_the_run_ends_checks_failed_with_the_output(project
     with gateway:
         result = agent.run("fix calc.add")
     assert result.status == "checks_failed"
-    first, *rest = result.reason.splitlines()
-    assert first == "the checks failed 3 times: `python -m pytest -q -x` exited with code 1; the last output:"
-    assert "1 failed" in rest[-1] and any("assert 6 == 5" in line for line in rest)
-    assert len(rest) <= 20
+    # one line for the person and for scripts; the output stays with the last check
+    assert result.reason == ("the checks failed 3 times: `python -m pytest -q -x` exited with code 1 "
+                             "(1 failing: tests/test_calc.py::test_add)")
+    last = last_check(agent)
+    assert last is not None and "assert 6 == 5" in last.output and "1 failed" in last.tail()
     assert len([n for n in checks(events) if "failed (exit code 1)" in n]) == 3
     assert agent.sessions.info(result.session_id).status == "checks_failed"
     agent.sessions.close()
@@ -204,10 +219,100 @@ def test_rounds_are_counted_per_run(project, bwrap):
     with gateway:
         first = agent.run("fix calc.add")
     assert first.status == "checks_failed"
+    (project / "calc.py").write_text(FIXED)  # the person puts it right; the next run starts green
     gateway.steps += [write(STILL_BROKEN), "Fixed again.", write(FIXED), "Done."]
     with gateway:
         second = agent.run("try again", session_id=first.session_id)
     assert second.status == "done"  # a fresh run gets its rounds back
+    agent.sessions.close()
+
+
+def test_failures_from_before_the_task_are_not_blamed_on_it_and_are_named(red_project, bwrap):
+    # the model runs a command (which may write) and answers: the old failure is not its doing
+    steps = [ToolCall("shell", {"command": "echo 4 > answer.txt"}), "4"]
+    agent, gateway, events = agent_for(red_project, steps, judge_rounds=0)
+    with gateway:
+        result = agent.run("compute 2+2 and keep it in answer.txt")
+    assert (result.status, result.answer) == ("done", "4")
+    before = [n for n in events.of("notice") if n.startswith("checks before the change:")]
+    assert before == ["checks before the change: 1 already failing: tests/test_calc.py::test_add; "
+                      "only new failures count against the task"]
+    last = last_check(agent)
+    assert last is not None and last.passed and last.already_failing == ("tests/test_calc.py::test_add",)
+    assert "1 passed, 1 deselected" in last.output  # the old failure was left out of the run
+    assert checks(events)[-1].startswith("checks: python -m pytest -q -x passed (1 failing before the task left "
+                                         "out) in ")
+    agent.sessions.close()
+
+
+def test_a_new_failure_beside_an_old_one_still_ends_the_run_and_only_it_is_shown(red_project, bwrap):
+    judged: list[str] = []
+
+    def note_and_stop(messages: list[Message], offered: list[Tool]) -> Any:
+        judged.append(messages[-1].content)
+        return "Still done."
+
+    steps = [write(BROKEN + "OK = False\n"), "Done.", note_and_stop]
+    agent, gateway, _ = agent_for(red_project, steps, judge_rounds=1)
+    with gateway:
+        result = agent.run("tidy calc.py")
+    assert result.status == "checks_failed"
+    assert result.reason == ("the checks failed 2 times: `python -m pytest -q -x` exited with code 1 (1 failing: "
+                             "tests/test_other.py::test_other); failing before the task too, not counted: "
+                             "tests/test_calc.py::test_add")
+    assert "\n" not in result.reason
+    message = judged[0]
+    assert "These were failing before your change and are not yours to fix (they are left out): " \
+           "tests/test_calc.py::test_add." in message
+    assert "assert calc.OK" in message and "assert 6 == 5" not in message and "assert -1 == 5" not in message
+    agent.sessions.close()
+
+
+def test_another_check_command_that_fails_as_before_passes_and_a_new_failure_does_not(red_project, bwrap):
+    command = "python -m pytest -q -p no:cacheprovider"
+    agent, gateway, events = agent_for(red_project, [ToolCall("shell", {"command": "touch notes.txt"}), "Done."],
+                                       check_command=command, judge_rounds=0)
+    with gateway:
+        result = agent.run("make notes")
+    assert result.status == "done"
+    last = last_check(agent)
+    assert last is not None and last.passed and last.note == "1 failing before the task, none new"
+    gateway.steps += [write(BROKEN), "Done."]
+    with gateway:
+        second = agent.run("drop OK", session_id=result.session_id)
+    assert second.status == "checks_failed" and "tests/test_other.py::test_other" in second.reason
+    agent.sessions.close()
+
+
+def test_the_sandboxs_placeholder_and_the_agents_state_are_not_changes(workspace):
+    (workspace / "a.py").write_text("x = 1\n")
+    since = past_the_slack(workspace)
+    (workspace / ".env").write_bytes(b"")  # what the sandbox leaves while a command runs
+    (workspace / ".agent").mkdir()
+    (workspace / ".agent" / "sessions.db").write_bytes(b"\0")
+    (workspace / "skills").mkdir()
+    (workspace / "skills" / ".manifest.lock").write_bytes(b"")
+    assert not changed_since(workspace, since)
+    assert not files_changed([record("pyexe")], workspace, since)
+    (workspace / "skills" / "slug.py").write_text("def slug(s): return s\n")
+    assert changed_since(workspace, since)
+
+
+def test_when_the_sandbox_cannot_start_the_answer_is_not_accepted(project, tmp_path, monkeypatch):
+    # a bwrap that cannot run: the checks cannot run, and the run says so instead of passing
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "bwrap").write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    (fake / "bwrap").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    agent, gateway, events = agent_for(project, [write(STILL_BROKEN), "Done."])
+    with gateway:
+        result = agent.run("rewrite calc.add")
+    assert result.status == "checks_failed"
+    assert result.reason.startswith("the checks could not run, so the answer was not accepted: cannot run code in "
+                                    "the sandbox: ")
+    assert "Permission denied" in result.reason and "\n" not in result.reason
+    assert any(n.startswith("checks: could not run: ") for n in events.of("notice"))
     agent.sessions.close()
 
 
