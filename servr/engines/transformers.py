@@ -1,6 +1,6 @@
 """The Transformers engine: a Hugging Face folder (safetensors + tokenizer) or a GGUF file, on CUDA or the CPU.
 
-Generation is a decode loop of our own over ``model(input_ids, past_key_values=cache)`` on the
+Generation is a decode loop of our own over ``model(input_ids, cache=kv_cache)`` on the
 calling thread (the scheduler's worker), not ``model.generate`` with a streamer thread: one thread
 owns the model, the cancel flag is read after every token (a client that leaves frees the model
 within a token), and the loop controls what ``generate`` hides — the KV cache kept for the next
@@ -10,6 +10,7 @@ penalties, a per-request ``torch.Generator`` for ``seed`` and the logprobs of ea
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from pathlib import Path
@@ -73,6 +74,16 @@ def _quantization(load_in_4bit: bool, device: str, dtype: torch.dtype) -> Any:
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
 
 
+def _cache_keyword(model: Any) -> str:
+    """The keyword the model's ``forward`` takes its KV cache by.
+
+    Transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name warns, then goes at 5.40);
+    4.x knows only ``past_key_values``. The signature says which this model speaks, with no version test.
+    """
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 class _Detokenizer:
     """Text of a growing token list, piece by piece; holds back an incomplete multi-byte character."""
 
@@ -125,6 +136,7 @@ class TransformersEngine(Engine):
                                 hint="is the folder complete (config.json, *.safetensors, tokenizer files), "
                                      "or the GGUF of an architecture Transformers reads?") from None
         self._model = model.eval()
+        self._cache_kwarg = _cache_keyword(self._model)
         self.model_path = model_path
         self.model_id = model_id
         self.load_in_4bit = load_in_4bit
@@ -229,7 +241,7 @@ class TransformersEngine(Engine):
     def _forward(self, ids: list[int], cache: Any) -> torch.Tensor:
         """Feed ``ids`` after what ``cache`` holds; the logits of the last position (float32, shape [vocab])."""
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
-        out = self._model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = self._model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
         return out.logits[0, -1].float()
 
     def _steps(self, prompt: list[int], params: SamplingParams, mask: TokenMask | None, cancel: threading.Event,
