@@ -7,6 +7,7 @@ from pathlib import Path
 from boot.settings import Settings
 from core.errors import ConfigError, ModelNotFound
 from servr.engines.base import Engine, model_id_from_path
+from servr.engines.cpu import physical_cores
 
 __all__ = ["Engine", "load_engine", "pick_backend", "served_model_id"]
 
@@ -37,15 +38,16 @@ def load_engine(settings: Settings, model_path: Path) -> Engine:
     """Load the model at ``model_path`` with the backend the settings pick."""
     backend = pick_backend(settings, model_path)
     model_id = served_model_id(settings, model_path)
+    threads = settings.threads or physical_cores()  # AGENT_THREADS unset: one per physical core
     if backend == "transformers":
         from servr.engines.transformers import TransformersEngine  # torch and transformers load only here
 
-        return TransformersEngine(model_path, model_id=model_id, n_ctx=settings.ctx, n_threads=settings.threads,
+        return TransformersEngine(model_path, model_id=model_id, n_ctx=settings.ctx, n_threads=threads,
                                   load_in_4bit=_needs_4bit(settings, model_path))
     from servr.engines.llama_cpp import LlamaCppEngine
 
     return LlamaCppEngine(model_path, model_id=model_id, n_ctx=settings.ctx,
-                          n_threads=settings.threads, n_gpu_layers=settings.n_gpu_layers)
+                          n_threads=threads, n_gpu_layers=settings.n_gpu_layers)
 
 
 def _needs_4bit(settings: Settings, model_path: Path) -> bool:

@@ -17,7 +17,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 
 @dataclass(frozen=True)
@@ -88,12 +88,27 @@ class Step:
     logprob: TokenLogprob | None = None
 
 
+@dataclass(frozen=True)
+class PromptProgress:
+    """How far prompt processing has come, as llama-server reports it: of ``total`` prompt tokens,
+    ``cache`` were reused and ``processed`` (cached ones included) are in the KV cache now."""
+
+    total: int
+    cache: int
+    processed: int
+    time_ms: int
+
+
+ProgressCallback = Callable[[PromptProgress], None]
+
+
 @dataclass
 class Generation:
     """A running generation: iterate :attr:`steps` on one thread; read the rest when it ends.
 
-    ``finish_reason`` is ``"stop"`` (end-of-generation token or grammar complete), ``"length"``
-    (``max_tokens`` reached) or ``"cancelled"`` (the cancel flag was seen).
+    ``finish_reason`` is ``"stop"`` (end-of-generation or turn-start token, or grammar complete),
+    ``"length"`` (``max_tokens`` reached) or ``"cancelled"`` (the cancel flag was seen).
+    ``drafted``/``accepted``: tokens guessed by speculative decoding and how many of them held.
     """
 
     prompt_tokens: int
@@ -101,6 +116,8 @@ class Generation:
     steps: Iterator[Step]
     finish_reason: str = "stop"
     completion_tokens: int = 0
+    drafted: int = 0
+    accepted: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,6 +148,7 @@ class Engine(abc.ABC):
     model_id: str
     n_ctx: int
     n_vocab: int
+    reports_progress: bool = False  # generate() takes ``progress=`` (a ProgressCallback)
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -9,14 +9,15 @@ import ctypes
 import os
 import struct
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import llama_cpp
 import numpy as np
 from llama_cpp import Llama
-from llama_cpp.llama_grammar import LlamaGrammar
+from llama_cpp._internals import LlamaSampler
 
 from core.errors import ConfigError, ModelNotFound
 from model.inspect import inspect_weights
@@ -26,11 +27,16 @@ from servr.engines.base import (
     Constraint,
     Engine,
     Generation,
+    ProgressCallback,
+    PromptProgress,
     SamplingParams,
     Step,
     TokenLogprob,
 )
-from servr.engines.llama_states import DEFAULT_STATE_CACHE_BYTES, DEFAULT_STATE_MIN_TOKENS, StateCache
+from servr.engines.cpu import physical_cores
+from servr.engines.llama_states import DEFAULT_STATE_CACHE_BYTES, DEFAULT_STATE_MIN_TOKENS, StateCache, common_prefix
+from servr.engines.lookup import DraftPolicy, find_draft
+from servr.engines.sampling import Sampler
 from servr.grammar import to_gbnf
 
 DEFAULT_CTX_CAP = 8192  # a model's trained context can be 128k; KV for that would not fit a small GPU
@@ -45,14 +51,13 @@ def gguf_trained_context(path: Path) -> int | None:
 
 
 def default_threads() -> int:
-    """Half the CPUs this process may use (llama.cpp's rule: one thread per physical core).
+    """One thread per physical core this process may use (llama.cpp's rule; see ``servr.engines.cpu``).
 
     More threads than free cores is far worse than fewer: llama.cpp's threads meet at a barrier
     after every layer, and one descheduled thread stalls the rest (measured on a busy 2-core
-    machine: 2 threads 1-2 tokens/s, 1 thread 20 tokens/s).
+    machine: 2 threads 1-2 tokens/s, 1 thread 20 tokens/s). On a busy machine pass ``--threads``.
     """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cpus // 2)
+    return physical_cores()
 
 
 def cpu_has_amx() -> bool:
@@ -97,16 +102,28 @@ class _LlamaWithoutExtraBuffers(Llama):
         self.__dict__["_model_params"] = params
 
 
+# Tokens that open a new turn: the model writing one has finished its answer (it would go on to
+# play the user). Which of them a vocabulary holds as a special token is looked up at load.
+TURN_START_TOKENS = ("<|im_start|>", "<|start_header_id|>", "<start_of_turn>", "<|start|>")
+# Special tokens the tool-call parser reads: spelled out in the text even where a GGUF marks them control.
+KEPT_SPECIAL_TOKENS = ("<tool_call>", "</tool_call>")
+
+
 class LlamaCppEngine(Engine):
     """One GGUF model in one llama.cpp context; the KV cache of the previous prompt is reused, and
-    the sequences of other conversations are kept in a small LRU (``StateCache``) to be restored."""
+    the sequences of other conversations are kept in a small LRU (``StateCache``) to be restored.
+
+    Decoding runs on llama.cpp's batch API (``_tokens``), with prompt-lookup speculative decoding
+    unless ``prompt_lookup`` is False or a grammar constrains the output.
+    """
 
     backend = "llamacpp"
+    reports_progress = True
 
     def __init__(self, model_path: Path, *, model_id: str, n_ctx: int | None = None, n_threads: int | None = None,
                  n_gpu_layers: int | None = None, n_batch: int = 512,
                  state_cache_bytes: int = DEFAULT_STATE_CACHE_BYTES,
-                 state_min_tokens: int = DEFAULT_STATE_MIN_TOKENS) -> None:
+                 state_min_tokens: int = DEFAULT_STATE_MIN_TOKENS, prompt_lookup: bool = True) -> None:
         if not model_path.is_file():
             raise ModelNotFound(f"model file not found: {model_path}", hint="set AGENT_MODEL_PATH or pass --model")
         if n_ctx is None:  # the header is read only when needed: it costs a noticeable part of start-up
@@ -137,6 +154,9 @@ class LlamaCppEngine(Engine):
         self._grammars: OrderedDict[str, str] = OrderedDict()
         self._states = StateCache(state_cache_bytes, state_min_tokens)
         self._template = self._read_template()
+        self.prompt_lookup = prompt_lookup
+        self._stop_ids = self._read_stop_ids()
+        self._kept_ids = {i for i in (self.special_token_id(t) for t in KEPT_SPECIAL_TOKENS) if i is not None}
 
     # --- what is loaded ------------------------------------------------------------------------
     def _token_text(self, key: str) -> str:
@@ -159,6 +179,11 @@ class LlamaCppEngine(Engine):
     def chat_template(self) -> ChatTemplate:
         return self._template
 
+    def _read_stop_ids(self) -> frozenset[int]:
+        """The turn-start tokens this vocabulary has (end-of-generation ones are asked of llama.cpp)."""
+        turns = [self.special_token_id(t) for t in TURN_START_TOKENS]
+        return frozenset(t for t in turns if t is not None)
+
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
@@ -174,6 +199,7 @@ class LlamaCppEngine(Engine):
             "n_vocab": self.n_vocab,
             "fim": self.special_token_id("<|fim_middle|>") is not None,
             "prefix_states": self._states.describe(),
+            "prompt_lookup": self.prompt_lookup,
         }
 
     # --- tokens --------------------------------------------------------------------------------
@@ -226,69 +252,197 @@ class LlamaCppEngine(Engine):
         return text
 
     # --- generation ----------------------------------------------------------------------------
-    def _reused_prefix(self, prompt: list[int]) -> int:
-        """How many prompt tokens llama-cpp-python's ``generate`` will keep in the KV cache (its own rule)."""
+    def _kept_prefix(self, prompt: list[int]) -> int:
+        """How many prompt tokens stay in the KV cache: the common prefix with what it holds, less
+        the last prompt token, which is always evaluated again (on its own: see ``_prefill``)."""
         llm = self._llm
-        if llm.n_tokens == 0:
-            return 0
-        common = 0
-        for a, b in zip(llm._input_ids, prompt):
-            if a != b:
-                break
-            common += 1
-        consumed = common == len(prompt)
-        if consumed and llm.n_tokens == len(prompt) and not llm._requires_eval:
-            return len(prompt)
-        return common - 1 if consumed else common
+        common = common_prefix(np.asarray(llm.input_ids[: llm.n_tokens], dtype=np.int32), prompt)
+        return min(common, len(prompt) - 1)
 
-    def generate(self, prompt: list[int], params: SamplingParams, cancel: threading.Event) -> Generation:
+    def generate(self, prompt: list[int], params: SamplingParams, cancel: threading.Event,
+                 progress: ProgressCallback | None = None) -> Generation:
         if not prompt:
             raise ValueError("the prompt is empty")
         if len(prompt) + params.max_tokens > self.n_ctx:
             raise ValueError(f"{len(prompt)} prompt tokens + {params.max_tokens} max_tokens exceed the context of {self.n_ctx}")
-        grammar = None
-        if params.constraint is not None:
-            grammar = LlamaGrammar.from_string(self._grammar_text(params.constraint), verbose=False)
+        grammar = self._grammar_text(params.constraint) if params.constraint is not None else None
         self._states.prepare(self._llm, prompt)  # on the worker thread: nothing else touches the KV cache
-        cached = self._reused_prefix(prompt)
-        generation = Generation(prompt_tokens=len(prompt), cached_tokens=cached, steps=iter(()))
-        generation.steps = self._steps(prompt, params, grammar, cancel, generation)
+        keep = self._kept_prefix(prompt)
+        generation = Generation(prompt_tokens=len(prompt), cached_tokens=keep, steps=iter(()))
+        generation.steps = self._steps(prompt, keep, params, grammar, cancel, generation, progress)
         return generation
 
-    def _steps(self, prompt: list[int], params: SamplingParams, grammar: LlamaGrammar | None,
-               cancel: threading.Event, generation: Generation) -> Iterator[Step]:
+    def _decode(self, tokens: Sequence[int], pos: int, all_logits: bool) -> None:
+        """Evaluate ``tokens`` at positions ``pos``…; logits for every row or only the last one."""
         llm = self._llm
-        llm.set_seed(params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
-        tokens = llm.generate(
-            prompt, top_k=0, top_p=params.top_p, min_p=0.0, typical_p=1.0, temp=params.temperature,
-            repeat_penalty=1.0, frequency_penalty=params.frequency_penalty,
-            presence_penalty=params.presence_penalty, grammar=grammar,
-        )
+        batch = llm._batch.batch
+        n = len(tokens)
+        batch.n_tokens = n
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = pos + i
+            batch.seq_id[i][0] = 0
+            batch.n_seq_id[i] = 1
+            batch.logits[i] = all_logits
+        batch.logits[n - 1] = True
+        rc = llama_cpp.llama_decode(llm._ctx.ctx, batch)
+        if rc != 0:
+            llm._ctx.kv_cache_seq_rm(0, pos, -1)
+            llm.n_tokens = pos
+            raise RuntimeError(f"llama_decode failed ({rc}) at position {pos} with {n} tokens")
+        llm.input_ids[pos: pos + n] = tokens
+        llm.n_tokens = pos + n
+        llm._requires_eval = False
+
+    def _row(self, i: int) -> np.ndarray:
+        """The logits of row ``i`` of the last batch (valid until the next decode)."""
+        ptr = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, i)
+        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
+
+    def _prefill(self, prompt: list[int], keep: int, progress: ProgressCallback | None) -> None:
+        """Evaluate the prompt after the kept prefix in ``n_batch`` chunks, reporting progress.
+
+        The last prompt token goes in a batch of its own, whatever was cached: the logits the
+        first token is drawn from then come from the same computation with and without a cached
+        prefix (a batch of many rows may round differently), so a ``seed`` repeats exactly.
+        """
+        llm = self._llm
+        started = time.perf_counter()
+        total = len(prompt)
+
+        def report(done: int) -> None:
+            if progress is not None:
+                progress(PromptProgress(total, keep, done, int((time.perf_counter() - started) * 1000)))
+
+        llm._ctx.kv_cache_seq_rm(0, keep, -1)
+        llm.n_tokens = keep
+        report(keep)
+        pos, last = keep, total - 1
+        while pos < last:
+            end = min(pos + llm.n_batch, last)
+            self._decode(prompt[pos:end], pos, all_logits=False)
+            pos = end
+            report(pos)
+        self._decode(prompt[last:], last, all_logits=False)
+        report(total)
+
+    def _grammar_chain(self, grammar: str, params: SamplingParams) -> LlamaSampler:
+        """llama.cpp's sampler chain for a grammar-constrained generation (no speculation there)."""
+        chain = LlamaSampler()
+        if params.presence_penalty or params.frequency_penalty:
+            chain.add_penalties(self.n_vocab, 64, 1.0, params.frequency_penalty, params.presence_penalty)
+        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            chain.close()
+            raise ValueError("the JSON schema gave a grammar llama.cpp cannot parse; simplify the schema")
+        llama_cpp.llama_sampler_chain_add(chain.sampler, sampler)
+        if params.temperature <= 0:
+            chain.add_greedy()
+        else:
+            chain.add_top_p(params.top_p, 1)
+            chain.add_temp(params.temperature)
+            chain.add_dist(params.seed % (1 << 32) if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
+        return chain
+
+    def _steps(self, prompt: list[int], keep: int, params: SamplingParams, grammar: str | None,
+               cancel: threading.Event, generation: Generation,
+               progress: ProgressCallback | None) -> Iterator[Step]:
+        self._prefill(prompt, keep, progress)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        to_piece = self._piece
-        is_eog = llama_cpp.llama_vocab_is_eog
-        vocab = self._vocab
-        count = 0
-        generation.finish_reason = "length"
+        chain = self._grammar_chain(grammar, params) if grammar is not None else None
         try:
-            for token in tokens:
-                if is_eog(vocab, token):
-                    generation.finish_reason = "stop"
-                    break
-                count += 1
-                generation.completion_tokens = count
-                logprob = self._logprob(token, params.top_logprobs) if params.top_logprobs is not None else None
-                yield Step(token, decoder.decode(to_piece(token)), logprob)
-                if cancel.is_set():
-                    generation.finish_reason = "cancelled"
-                    break
-                if count >= params.max_tokens:
-                    break
+            yield from self._tokens(params, chain, cancel, generation, decoder)
         finally:
-            tokens.close()
+            if chain is not None:
+                chain.close()
         tail = decoder.decode(b"", final=True)
         if tail:
             yield Step(-1, tail)
+
+    def _tokens(self, params: SamplingParams, chain: LlamaSampler | None, cancel: threading.Event,
+                generation: Generation, decoder: codecs.IncrementalDecoder) -> Iterator[Step]:
+        """The decode loop: plain steps, or a drafted run checked in one batch (prompt lookup).
+
+        Each check evaluates the last token and ``k`` guessed ones with logits for those rows only;
+        the guesses are accepted in order while :meth:`Sampler.verify` agrees, then one more token
+        comes from the first row that disagreed (or after the last guess). The KV cache and
+        ``input_ids`` drop what was not accepted before anything is yielded, so a consumer that
+        stops at any step (stop string, cancel) leaves a consistent cache for the next request.
+        A grammar is applied by llama.cpp's own sampler chain, one token at a time: no drafting.
+        """
+        llm = self._llm
+        sampler = Sampler(temperature=params.temperature, top_p=params.top_p, seed=params.seed,
+                          presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty)
+        policy = DraftPolicy() if self.prompt_lookup and chain is None else None
+        ctx = llm._ctx.ctx
+
+        def choose(row: int) -> int:
+            if chain is not None:
+                return int(llama_cpp.llama_sampler_sample(chain.sampler, ctx, row))
+            token = sampler.sample(self._row(row))
+            sampler.accept(token)
+            return token
+
+        stop_ids, is_eog, vocab = self._stop_ids, llama_cpp.llama_vocab_is_eog, self._vocab
+        top_n = params.top_logprobs
+        count = 0
+        generation.finish_reason = "length"
+        emit = [(choose(-1), -1)]  # (token, the row of logits it was chosen from)
+        while True:
+            for token, row in emit:
+                if token in stop_ids or is_eog(vocab, token):
+                    generation.finish_reason = "stop"
+                    return
+                count += 1
+                generation.completion_tokens = count
+                logprob = self._logprob(self._row(row), token, top_n) if top_n is not None else None
+                yield Step(token, decoder.decode(self._content_piece(token)), logprob)
+                if cancel.is_set():
+                    generation.finish_reason = "cancelled"
+                    return
+                if count >= params.max_tokens:
+                    return
+            last = emit[-1][0]
+            pos = llm.n_tokens
+            room = min(params.max_tokens - count, self.n_ctx - pos - 1)
+            want = min(policy.want(), room) if policy is not None else 0
+            draft = find_draft(np.append(llm.input_ids[:pos], last).astype(np.int32), want) if want > 0 else ()
+            started = time.perf_counter()
+            if len(draft) == 0:
+                self._decode([last], pos, all_logits=False)
+                emit = [(choose(-1), -1)]
+                if policy is not None:
+                    policy.plain_step(time.perf_counter() - started)
+                continue
+            draft = [int(t) for t in draft]
+            self._decode([last, *draft], pos, all_logits=True)
+            emit = []
+            for j, guess in enumerate(draft):
+                ok, token = sampler.verify(self._row(j), guess)
+                sampler.accept(token)
+                emit.append((token, j))
+                if not ok:
+                    break
+            else:
+                token = sampler.sample(self._row(len(draft)))
+                sampler.accept(token)
+                emit.append((token, len(draft)))
+            accepted = len(emit) - 1
+            # the KV cache keeps ``last`` and the accepted guesses; the rest is dropped
+            llm._ctx.kv_cache_seq_rm(0, pos + 1 + accepted, -1)
+            llm.n_tokens = pos + 1 + accepted
+            assert policy is not None
+            policy.checked(len(draft), accepted, time.perf_counter() - started)
+            generation.drafted, generation.accepted = policy.drafted, policy.accepted
+
+    def _content_piece(self, token: int) -> bytes:
+        """The bytes a token adds to the answer: nothing for a control token (``<|im_start|>``…),
+        which the person must never see; user-defined ones like ``<tool_call>`` are spelled out
+        (the tool-call parser reads them), as are the few in ``KEPT_SPECIAL_TOKENS`` whatever the
+        GGUF calls them."""
+        if token not in self._kept_ids and llama_cpp.llama_vocab_get_attr(self._vocab, token) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:
+            return b""
+        return self._piece(token)
 
     def _piece(self, token: int) -> bytes:
         """The bytes of one token, special tokens spelled out (``<tool_call>`` must reach the parser)."""
@@ -298,10 +452,8 @@ class LlamaCppEngine(Engine):
             n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, True)
         return self._piece_buf.raw[:n]
 
-    def _logprob(self, token: int, top_n: int) -> TokenLogprob:
-        # the logits that produced ``token`` are still the context's last row until the next eval
-        ptr = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
-        logits = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
+    def _logprob(self, logits: np.ndarray, token: int, top_n: int) -> TokenLogprob:
+        """Log probability of ``token`` under the model's raw ``logits`` (before any sampling setting)."""
         shifted = logits - logits.max()
         logprobs = shifted - np.log(np.exp(shifted).sum())
         top: tuple[tuple[str, float], ...] = ()

@@ -1,0 +1,167 @@
+"""Pieces of the llama.cpp engine's decode loop, without a model: CPU topology, drafting, sampling."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from servr.engines.cpu import physical_cores
+from servr.engines.lookup import DraftPolicy, find_draft
+from servr.engines.sampling import Sampler
+
+
+def _topology(root: Path, cpus: dict[int, tuple[int, int]]) -> Path:
+    for cpu, (package, core) in cpus.items():
+        topo = root / f"cpu{cpu}" / "topology"
+        topo.mkdir(parents=True)
+        (topo / "physical_package_id").write_text(f"{package}\n")
+        (topo / "core_id").write_text(f"{core}\n")
+    return root
+
+
+def test_two_hardware_threads_per_core_count_once(tmp_path: Path) -> None:
+    root = _topology(tmp_path, {0: (0, 0), 1: (0, 1), 2: (0, 0), 3: (0, 1)})
+    assert physical_cores(root, cpus=[0, 1, 2, 3]) == 2
+
+
+def test_single_threaded_cores_all_count(tmp_path: Path) -> None:
+    # the 2-core VM of issue 13: half of cpu_count gave 1 thread
+    root = _topology(tmp_path, {0: (0, 0), 1: (0, 1)})
+    assert physical_cores(root, cpus=[0, 1]) == 2
+
+
+def test_same_core_id_on_two_packages_is_two_cores(tmp_path: Path) -> None:
+    root = _topology(tmp_path, {0: (0, 0), 1: (1, 0), 2: (0, 0), 3: (1, 0)})
+    assert physical_cores(root, cpus=[0, 1, 2, 3]) == 2
+
+
+def test_only_the_cpus_the_process_may_use_count(tmp_path: Path) -> None:
+    root = _topology(tmp_path, {0: (0, 0), 1: (0, 1), 2: (0, 2), 3: (0, 3)})
+    assert physical_cores(root, cpus=[1, 3]) == 2
+    assert physical_cores(root, cpus=[2]) == 1
+
+
+def test_unreadable_topology_counts_each_cpu_and_never_zero(tmp_path: Path) -> None:
+    assert physical_cores(tmp_path, cpus=[0, 1, 2]) == 3
+    assert physical_cores(tmp_path, cpus=[]) == 1
+
+
+def test_this_machine_matches_lscpu() -> None:
+    allowed = len(os.sched_getaffinity(0))
+    cores = physical_cores()
+    assert 1 <= cores <= allowed
+    if shutil.which("lscpu") is None or allowed != (os.cpu_count() or 0):
+        return  # lscpu counts every CPU, not only the ones this process may use
+    out = subprocess.run(["lscpu", "-p=CORE,SOCKET"], capture_output=True, text=True, check=True).stdout
+    pairs = {line for line in out.splitlines() if line and not line.startswith("#")}
+    assert cores == len(pairs)
+
+
+# --- drafting ------------------------------------------------------------------------------------
+def _a(*tokens: int) -> np.ndarray:
+    return np.array(tokens, dtype=np.int32)
+
+
+def test_draft_copies_what_followed_the_longest_match() -> None:
+    # suffix (7, 8, 9): matched 3 long at index 0-2 (then 10, 11); (8, 9) alone at 5-6 (then 12)
+    tokens = _a(7, 8, 9, 10, 11, 8, 9, 12, 1, 7, 8, 9)
+    assert find_draft(tokens, 5).tolist() == [10, 11, 8, 9, 12]
+    assert find_draft(tokens, 2).tolist() == [10, 11]
+
+
+def test_draft_prefers_the_most_recent_of_equal_matches() -> None:
+    tokens = _a(1, 2, 3, 1, 2, 4, 1, 2)
+    assert find_draft(tokens, 3).tolist() == [4, 1, 2]
+
+
+def test_no_draft_below_the_minimum_ngram_or_without_a_match() -> None:
+    assert find_draft(_a(5, 1, 6, 1), 4).size == 0  # only the last token repeats
+    assert find_draft(_a(1, 2, 3, 4), 4).size == 0
+    assert find_draft(_a(1, 2), 4).size == 0
+    assert find_draft(_a(1, 2, 1, 2), 0).size == 0
+
+
+def test_draft_may_run_into_the_text_just_written() -> None:
+    tokens = _a(4, 5, 4, 5, 4, 5)
+    assert find_draft(tokens, 4).tolist() == [4, 5]  # the match at 2-3 is followed by what comes after it
+
+
+def test_policy_grows_the_draft_while_it_holds_and_shrinks_it_after_a_miss() -> None:
+    policy = DraftPolicy(k=4, k_max=16)
+    policy.plain_step(0.02)
+    policy.checked(4, 4, 0.03)
+    assert policy.want() == 8
+    policy.checked(8, 8, 0.04)
+    policy.checked(16, 16, 0.05)
+    assert policy.want() == 16
+    policy.checked(16, 2, 0.05)
+    assert policy.want() == 3
+    assert (policy.drafted, policy.accepted, policy.checks) == (44, 30, 4)
+
+
+def test_policy_pauses_when_checks_lose_to_plain_steps_and_pauses_longer_each_time() -> None:
+    policy = DraftPolicy()
+    policy.plain_step(0.02)
+    for _ in range(3):  # nothing accepted, each check costs more than a plain step
+        policy.checked(2, 0, 0.03)
+        if policy.want() == 0:
+            break
+    assert policy.want() == 0
+    first = policy.pause
+    while policy.want() == 0:
+        policy.plain_step(0.02)
+    for _ in range(3):
+        policy.checked(1, 0, 0.03)
+        if policy.want() == 0:
+            break
+    assert policy.pause > first
+
+
+# --- sampling ------------------------------------------------------------------------------------
+LOGITS = np.log(np.array([0.5, 0.2, 0.15, 0.1, 0.05], dtype=np.float32))
+
+
+def test_greedy_takes_the_highest_logit_and_verifies_only_it() -> None:
+    sampler = Sampler(temperature=0.0)
+    assert sampler.sample(LOGITS) == 0
+    assert sampler.verify(LOGITS, 0) == (True, 0)
+    assert sampler.verify(LOGITS, 3) == (False, 0)
+
+
+def test_same_seed_same_draws() -> None:
+    a = Sampler(temperature=1.0, seed=1234)
+    b = Sampler(temperature=1.0, seed=1234)
+    assert [a.sample(LOGITS) for _ in range(50)] == [b.sample(LOGITS) for _ in range(50)]
+    assert Sampler(temperature=1.0, seed=-5).sample(LOGITS) in range(5)  # any int is a seed
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
+    sampler = Sampler(temperature=1.0, top_p=0.7, seed=0)
+    p, ids = sampler.probs(LOGITS)
+    assert ids is not None and ids.tolist() == [0, 1]
+    assert np.allclose(p, [0.5 / 0.7, 0.2 / 0.7])
+
+
+def test_penalties_lower_generated_tokens() -> None:
+    sampler = Sampler(temperature=0.0, presence_penalty=2.0, frequency_penalty=0.0)
+    sampler.accept(0)
+    assert sampler.sample(LOGITS) == 1
+
+
+@pytest.mark.parametrize("top_p,draft", [(1.0, 0), (1.0, 3), (0.8, 1), (0.8, 4)])
+def test_verify_leaves_the_distribution_exactly_the_models(top_p: float, draft: int) -> None:
+    """Accept with p(draft), else draw from p without the draft: what comes out is distributed as p."""
+    n = 40_000
+    sampler = Sampler(temperature=1.0, top_p=top_p, seed=7)
+    counts = Counter(sampler.verify(LOGITS, draft)[1] for _ in range(n))
+    p, ids = Sampler(temperature=1.0, top_p=top_p).probs(LOGITS)
+    expected = np.zeros(5)
+    expected[ids if ids is not None else np.arange(5)] = p
+    observed = np.array([counts[i] for i in range(5)]) / n
+    assert np.abs(observed - expected).max() < 0.012, (observed, expected)
