@@ -315,6 +315,8 @@ class Agent:
             if event.kind == "text" and event.text:
                 streamed.append(event.text)
                 self.events.text(event.text)
+            elif event.kind == "progress":
+                self.events.prompt_progress(event.done, event.total, event.cached, event.time_ms)
 
         budget = self.context
         for attempt in range(2):
