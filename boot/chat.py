@@ -3,7 +3,11 @@
 Each line the person types is a task for the agent, run as one turn of the current session, or
 a slash command from :mod:`boot.commands`. Ctrl-C while a turn runs ends that turn (status
 ``interrupted``; the session stays consistent and the next task continues it); a second
-Ctrl-C, Ctrl-C or Ctrl-D at the empty prompt, or ``/quit`` leaves.
+Ctrl-C leaves. At the prompt, Ctrl-C clears a half-typed line; at the empty prompt it asks for
+a second Ctrl-C before leaving, as shells do; Ctrl-D or ``/quit`` leaves at once.
+
+A message that will take the server minutes to read (estimated from its size and the prompt speed
+measured so far) is shown with that estimate first, and sent only when the person says so.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from core.messages import Usage
 PROMPT = "› "
 #: messages of a resumed session shown again
 RECAP_MESSAGES = 6
+#: a message the server will take longer than this to read is confirmed first
+SLOW_PROMPT_S = 60.0
+#: with no speed measured yet, a message this long (tokens) gets a note that it may take a while
+LONG_PROMPT_TOKENS = 4000
 
 
 class Chat:
@@ -50,6 +58,7 @@ class Chat:
         self.turns = 0
         self.tool_calls = 0
         self.told_google = False  # the person was told once that the session goes to Google
+        self.leave_armed = False  # Ctrl-C was pressed once at the empty prompt
         self._commands: dict[str, SlashCommand] = {}
         for cmd in (builtin_commands() if commands is None else commands):
             self.add_command(cmd)
@@ -115,7 +124,7 @@ class Chat:
         self.session_id = session_id
         self.session_usage = Usage()
         self.console.print(f"Resumed session {info.id}: {short(info.title, 70)} "
-                           f"({info.messages} messages, last {info.status})", style="bold")
+                           f"({info.messages} messages, last run: {info.label})", style="bold")
         shown = [m for m in store.messages(session_id) if m.role in ("user", "assistant") and m.content.strip()]
         for m in shown[-RECAP_MESSAGES:]:
             who = Text("you  ", style="cyan") if m.role == "user" else Text("agent ", style="green")
@@ -200,6 +209,12 @@ class Chat:
         self.provider_usage[self.provider] = self.provider_usage.get(self.provider, Usage()) + result.usage
         if not result.ok:
             self.console.print(end_line(result), style="yellow")
+        if result.status == "checks_failed":
+            from boot.cli import check_tail
+
+            tail = check_tail(self.agent)
+            if tail:
+                self.console.print(tail, style="dim")
         self.console.print(self.status_line(), style="dim")
         if outgrew_context(result) and self.provider == "local" and self.offer_gemini():
             self.ask(CONTINUE_TASK)
@@ -232,6 +247,32 @@ class Chat:
         self.told_google = True  # the question said it
         return self.use_provider("gemini", why="you said yes")
 
+    def worth_sending(self, task: str) -> bool:
+        """Whether to send ``task``: one that will take the server minutes to read is confirmed first."""
+        from core.tokens import CHARS_PER_TOKEN
+
+        count = int(len(task) / CHARS_PER_TOKEN)
+        wait = self.screen.speed.estimate_s(count)
+        if wait is None:
+            if count >= LONG_PROMPT_TOKENS and self.provider == "local":
+                self.console.print(f"note: this message is about {count:,} tokens; a local model may take minutes "
+                                   f"to read it (its progress is shown)", style="yellow")
+            return True
+        if wait < SLOW_PROMPT_S:
+            return True
+        speed = self.screen.speed.tokens_per_s or 0
+        question = (f"This message is about {count:,} tokens: at the {speed:,.0f} tokens/s the server has read "
+                    f"prompts so far, it will take about {minutes(wait)} before the answer starts. Send it? [Y/n] ")
+        try:
+            answer = self.confirm(question)
+        except (KeyboardInterrupt, EOFError):
+            answer = "n"
+        if answer.strip().lower() in ("", "y", "yes"):
+            return True
+        self.console.print("not sent; shorten it (the part that matters, or a file the agent can read) and "
+                           "send it again", style="dim")
+        return False
+
     def confirm(self, question: str) -> str:
         """Ask the person a question at the prompt; their answer."""
         from prompt_toolkit import prompt
@@ -263,8 +304,15 @@ class Chat:
         while True:
             try:
                 line = session.prompt(PROMPT)
-            except (KeyboardInterrupt, EOFError):
+            except KeyboardInterrupt:  # only at the empty prompt (see the key binding)
+                if self.leave_armed:
+                    return EXIT_OK
+                self.leave_armed = True
+                self.console.print("(Ctrl-C again to leave, or Ctrl-D)", style="dim")
+                continue
+            except EOFError:
                 return EXIT_OK
+            self.leave_armed = False
             line = line.strip()
             if not line:
                 continue
@@ -275,6 +323,8 @@ class Chat:
                     return EXIT_OK
                 except KeyboardInterrupt:  # a slow command (a memory search loading its model)
                     self.console.print("command interrupted", style="yellow")
+                continue
+            if not self.worth_sending(line):
                 continue
             try:
                 self.ask(line)
@@ -288,14 +338,21 @@ class Chat:
 
         @keys.add("c-c")
         def _(event: Any) -> None:
-            # Ctrl-C clears a half-typed line; at the empty prompt it leaves
+            # Ctrl-C clears a half-typed line; at the empty prompt it asks for a second one
             if event.current_buffer.text:
                 event.current_buffer.reset()
+                self.leave_armed = False
             else:
                 event.app.exit(exception=KeyboardInterrupt())
 
         return PromptSession(history=FileHistory(str(history)), completer=SlashCompleter(self),
                              complete_while_typing=True, key_bindings=keys)
+
+
+def minutes(seconds: float) -> str:
+    """90 → ``2 minutes``; 40 → ``1 minute``."""
+    n = max(1, round(seconds / 60))
+    return f"{n} minute{'s' if n != 1 else ''}"
 
 
 def is_command(line: str) -> bool:

@@ -34,17 +34,56 @@ def available_subcommands() -> dict[str, tuple[str, str]]:
 
 #: seconds the start-up check waits for the model server's /models
 SERVER_CHECK_S = 5.0
+#: settings only the model server reads (``bash runsv.sh``, ``python -m boot.serve``): no flag here
+SERVER_ONLY = frozenset({"model_path", "profile", "backend", "vram_gb", "n_gpu_layers", "threads", "host", "port",
+                         "model_aliases", "queue_size", "cors_origins", "allowed_hosts", "hf_endpoint"})
+
+
+def version() -> str:
+    """``local-coder 0.1.0``: the installed package's version."""
+    from importlib import metadata
+
+    try:
+        return f"local-coder {metadata.version('local-coder')}"
+    except metadata.PackageNotFoundError:
+        return "local-coder (version unknown: not installed)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that says what was wrong in one line, with the nearest flag, instead of the usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"error: {usage_problem(self, message)}\n")
+
+
+def usage_problem(parser: argparse.ArgumentParser, message: str) -> str:
+    """argparse's complaint, with a suggestion for a mistyped flag and where a server setting belongs."""
+    import difflib
+
+    known = sorted({opt for action in parser._actions for opt in action.option_strings if opt.startswith("--")})
+    if message.startswith("unrecognized arguments: "):
+        words = message[len("unrecognized arguments: "):].split()
+        flag = next((w.split("=", 1)[0] for w in words if w.startswith("-")), words[0] if words else "")
+        name = flag.lstrip("-").replace("-", "_")
+        if name in SERVER_ONLY:
+            return (f"{flag} is a setting of the model server, not of the agent: give it to `bash runsv.sh` "
+                    f"(or set {env_name(name)})")
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+        also = f" (did you mean {close[0]}?)" if close else ""
+        return f"unknown flag {flag}{also}; python cli.py --help lists them"
+    return f"{message}; python cli.py --help lists the flags"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser: the CLI's own flags, then one flag per setting."""
+    """The argument parser: the CLI's own flags, then one flag per setting the agent reads."""
     commands = available_subcommands()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python cli.py", allow_abbrev=False,
         description="A local coding agent. Without -p it opens an interactive chat in the workspace.",
         epilog="Subcommands: " + "; ".join(f"{name}: {text}" for name, (_, text) in commands.items())
                + ". Exit codes: 0 done, 1 the run ended without success, 2 bad usage, configuration or no "
                "server, 130 interrupted (docts/cli.md).")
+    parser.add_argument("--version", action="version", version=version())
     run = parser.add_argument_group("running")
     run.add_argument("-p", "--prompt", metavar="TASK",
                      help="run one task without the chat and exit ('-' reads the task from stdin)")
@@ -67,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_setting_flags(group: argparse._ArgumentGroup) -> None:
-    """One flag per setting: ``--enable-shell/--no-enable-shell`` for booleans, a value otherwise."""
+    """One flag per setting the agent reads (:data:`SERVER_ONLY` left out): ``--enable-shell/--no-enable-shell``
+    for booleans, a value otherwise."""
     for name, info in Settings.model_fields.items():
+        if name in SERVER_ONLY:
+            continue
         flag = "--" + name.replace("_", "-")
         text = f"{info.description or name} [{env_name(name)}]".replace("%", "%%")
         if info.annotation is bool:
@@ -153,6 +195,27 @@ def sandbox_line(settings: Settings) -> str:
         return ""
 
 
+def prepare_workspace(settings: Settings, *, quiet: bool = False) -> None:
+    """Say where the agent works when it may surprise (a missing folder, a project left aside); keep its state out of git."""
+    from pathlib import Path
+
+    from boot.settings import PROJECT_ROOT
+    from boot.workspace import keep_out_of_git, workspace_notes
+
+    root = settings.workspace_root
+    notes = workspace_notes(root, given="workspace" in settings.model_fields_set, cwd=Path.cwd(),
+                            agent_home=PROJECT_ROOT)
+    for note in notes:
+        if not quiet or "does not exist" in note:
+            print(f"note: {note}", file=sys.stderr)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the workspace {root}: {exc.strerror or exc}",
+                          hint="give --workspace (AGENT_WORKSPACE) a folder you can write") from None
+    keep_out_of_git(root)
+
+
 def logging_setup(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
@@ -215,7 +278,7 @@ def read_task(args: argparse.Namespace) -> str | None:
 
 def run_once(settings: Settings, args: argparse.Namespace, task: str) -> int:
     """``-p``: one task, streamed (or one JSON object), exit code from how it ended."""
-    from boot.screen import PlainScreen
+    from boot.screen import PlainScreen, one_line
 
     as_json = args.output_format == "json"
     screen = PlainScreen(sys.stdout, sys.stderr, stream=not (args.quiet or as_json), progress=not args.quiet,
@@ -244,10 +307,26 @@ def run_once(settings: Settings, args: argparse.Namespace, task: str) -> int:
     if as_json:
         if not args.quiet:
             screen.finish(result, answer=False)  # why it stopped, on stderr
-        screen.write_out(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+        report = result.to_json()
+        report["reason"] = one_line(result.reason)
+        screen.write_out(json.dumps(report, ensure_ascii=False) + "\n")
     else:
         screen.finish(result, answer=args.quiet)
+    if result.status == "checks_failed" and not args.quiet:
+        tail = check_tail(agent)
+        if tail:
+            print(tail, file=sys.stderr)
     return exit_code(result.status)
+
+
+def check_tail(agent: Any) -> str:
+    """The last lines of the judge's last check, indented, for the person (empty when none ran)."""
+    from boot.wiring import last_check
+
+    last = last_check(agent)
+    if last is None or not last.output.strip():
+        return ""
+    return "the last check's output ends:\n" + "\n".join("  " + line for line in last.tail().splitlines())
 
 
 def fallback_to_gemini(settings: Settings, args: argparse.Namespace, result: Any, screen: Any) -> bool:
@@ -310,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sandbox = sandbox_line(settings)
         if sandbox.startswith("WARNING"):
             print(sandbox, file=sys.stderr)  # on every start, --quiet or not: the person must know
+        prepare_workspace(settings, quiet=args.quiet)
         task = read_task(args)
         if task is not None:
             return run_once(settings, args, task)

@@ -98,7 +98,7 @@ def _sessions(chat: "Chat", arg: str) -> None:
         table.add_column(column, no_wrap=column != "title")
     for s in found:
         mark = "*" if s.id == chat.session_id else " "
-        table.add_row(mark + s.id, _ago(s.updated), s.status, str(s.messages), short(s.title, 60))
+        table.add_row(mark + s.id, _ago(s.updated), s.label, str(s.messages), short(s.title, 60))
     chat.console.print(table)
     chat.console.print("/resume ID continues one (* marks the current session)", style="dim")
 
@@ -117,11 +117,32 @@ def _resume(chat: "Chat", arg: str) -> None:
     chat.switch_session(sid)
 
 
+#: words in the ids of embedding models, which a server lists beside its chat models but cannot chat
+EMBEDDING_WORDS = ("embed", "minilm", "bge-", "e5-", "gte-", "sentence-transformers")
+
+
 def _model_ids(chat: "Chat") -> list[str]:
+    """The chat models the server lists (its embedding model left out: it cannot chat)."""
     try:
-        return list(getattr(chat.agent.gateway, "list_models")())
+        listed = list(getattr(chat.agent.gateway, "list_models")())
     except (AgentError, AttributeError):
         return []
+    embedding = _embedding_model(chat)
+    return [m for m in listed if m != embedding and not any(w in m.lower() for w in EMBEDDING_WORDS)]
+
+
+def _embedding_model(chat: "Chat") -> str | None:
+    """The embedding model this project's server names in ``/health`` (``None`` for other servers)."""
+    import httpx
+
+    root = getattr(chat.agent.gateway, "root_url", None)
+    if not root:
+        return None
+    try:
+        health = httpx.get(f"{root}/health", timeout=2.0, trust_env=False).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return health.get("embedding_model") if isinstance(health, dict) else None
 
 
 def _model(chat: "Chat", arg: str) -> None:

@@ -87,18 +87,59 @@ def usage_line(total: Usage) -> str:
     return f"{tokens(total.prompt_tokens)} in / {tokens(total.completion_tokens)} out{cached}"
 
 
+#: the longest reason shown in the line that says why a run stopped
+REASON_CHARS = 300
+
+
 def end_line(result: RunResult) -> str:
-    """Why a run that did not finish stopped, for the person (empty when it finished)."""
+    """Why a run that did not finish stopped, in one line for the person (empty when it finished).
+
+    The reason is the real cause ("the model made the same failing call 3 times: …", "the checks
+    failed once: … (1 failing: tests/…)"); the status's generic words only stand in when there is none.
+    """
     if result.ok:
         return ""
     what = {"budget_exceeded": "stopped: budget spent", "interrupted": "interrupted",
-            "format_errors": "stopped: the model kept making malformed tool calls",
-            "checks_failed": "stopped: the checks kept failing", "error": "stopped: the model server failed"}
+            "format_errors": "stopped: the model's tool calls kept failing",
+            "checks_failed": "stopped: the checks failed", "error": "stopped: the model server failed"}
     head = what.get(result.status, f"stopped ({result.status})")
-    if not result.reason or result.reason == head:
+    reason = one_line(result.reason)
+    if not reason or reason == head:
         return head
-    # "interrupted while the model was answering" says it all; no "interrupted: interrupted …"
-    return result.reason if result.reason.startswith(head) else f"{head}: {result.reason}"
+    if result.status == "interrupted" or reason.startswith(head):
+        # "interrupted while the model was answering" says it all; no "interrupted: interrupted …"
+        return reason
+    if result.status == "budget_exceeded":
+        return f"{head}: {reason}"
+    return f"stopped: {reason}"
+
+
+def one_line(text: str, limit: int = REASON_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters (a reason, for the screen and for JSON)."""
+    return short(text, limit) if text else ""
+
+
+def progress_line(done: int, total: int, *, cached: int = 0) -> str:
+    """``processing prompt 1,234/5,678 tokens (21%)``: how far the server is through a long prompt."""
+    pct = f" ({100 * done // total}%)" if total else ""
+    reused = f", {cached:,} reused" if cached else ""
+    return f"processing prompt {done:,}/{total:,} tokens{pct}{reused}"
+
+
+class PromptSpeed:
+    """The server's prompt-processing speed, measured from its progress reports (tokens per second)."""
+
+    def __init__(self) -> None:
+        self.tokens_per_s: float | None = None
+
+    def measure(self, done: int, cached: int, time_ms: float) -> None:
+        read = done - cached
+        if read >= 64 and time_ms >= 500:  # too little says nothing about a long prompt
+            self.tokens_per_s = read / (time_ms / 1000)
+
+    def estimate_s(self, tokens: int) -> float | None:
+        """Seconds the server will take to read ``tokens`` new prompt tokens, when it was measured."""
+        return tokens / self.tokens_per_s if self.tokens_per_s else None
 
 
 class Progress:
@@ -111,6 +152,12 @@ class Progress:
 
     def set(self, label: str) -> None:
         self.label, self.since = label, time.monotonic()
+
+    def relabel(self, label: str) -> None:
+        """Say what is happening now without restarting the clock (prompt progress within one model call)."""
+        if not self.label:
+            self.since = time.monotonic()
+        self.label = label
 
     def clear(self) -> None:
         self.label = ""
@@ -148,6 +195,7 @@ class PlainScreen(AgentEvents):
         self._out_closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.speed = PromptSpeed()
 
     def write_out(self, text: str) -> None:
         """Write to ``out``; a reader that went away (``| head``) ends the writing, not the run."""
@@ -227,6 +275,12 @@ class PlainScreen(AgentEvents):
                 self.write_out("\n")
                 self._line_open = False
 
+    def prompt_progress(self, done: int, total: int, cached: int, time_ms: float) -> None:
+        with self._lock:
+            self.speed.measure(done, cached, time_ms)
+            if not self._streamed:
+                self._state.relabel(progress_line(done, total, cached=cached))
+
     def tool_start(self, call: ToolCall) -> None:
         with self._lock:
             self._state.running[call.id] = (call.name, time.monotonic())
@@ -288,6 +342,7 @@ class ChatScreen(AgentEvents):
         self.context_used = 0
         self.context_size: int | None = None
         self.run_usage = Usage()
+        self.speed = PromptSpeed()
 
     # the live region ------------------------------------------------------------------------------
 
@@ -318,9 +373,11 @@ class ChatScreen(AgentEvents):
             buffer, what = self._buffer, self._state.describe()
         parts: list[Any] = []
         if buffer:
-            # the streaming answer: only its tail fits under the fold; the full text is printed at the end
-            room = max(3, self.console.size.height - 4)
-            parts.append(Text("\n".join(buffer.splitlines()[-room:])))
+            # the streaming answer: only its tail fits under the fold; the full text is printed at the end.
+            # Counted in screen rows, long lines wrapped: a live region taller than the terminal cannot
+            # be erased, and what scrolled out of it would stay on the screen twice.
+            size = self.console.size
+            parts.append(Text(fold_tail(buffer, size.width, max(3, size.height - 4))))
         if what:
             parts.append(Spinner("dots", Text(what, style="dim")))
         return Group(*parts)
@@ -330,6 +387,12 @@ class ChatScreen(AgentEvents):
     def thinking(self, step: int) -> None:
         with self._lock:
             self._state.set("thinking" if step <= 1 else f"thinking (step {step})")
+
+    def prompt_progress(self, done: int, total: int, cached: int, time_ms: float) -> None:
+        with self._lock:
+            self.speed.measure(done, cached, time_ms)
+            if not self._buffer:
+                self._state.relabel(progress_line(done, total, cached=cached))
 
     def text(self, delta: str) -> None:
         with self._lock:
@@ -371,6 +434,33 @@ class ChatScreen(AgentEvents):
         with self._lock:
             self.run_usage = total
             self.context_used, self.context_size = context_used, context_size
+
+
+def fold_tail(text: str, width: int, rows: int) -> str:
+    """The end of ``text`` that fills at most ``rows`` rows of a ``width``-column screen (long lines wrap)."""
+    from rich.cells import cell_len
+
+    width = max(1, width)
+    kept: list[str] = []
+    used = 0
+    for line in reversed(text.splitlines() or [""]):
+        need = max(1, -(-cell_len(line) // width))
+        if used + need > rows:
+            room = rows - used
+            if room > 0:  # the visible end of a line too long for what is left
+                kept.append(_last_cells(line, room * width))
+            break
+        kept.append(line)
+        used += need
+    return "\n".join(reversed(kept))
+
+
+def _last_cells(line: str, cells: int) -> str:
+    from rich.cells import cell_len
+
+    while cell_len(line) > cells:
+        line = line[max(1, (cell_len(line) - cells) // 2):] if cell_len(line) > 2 * cells else line[1:]
+    return line
 
 
 class _LiveView:

@@ -19,13 +19,18 @@ from core.tools import Tool
 class StreamEvent:
     """Something a gateway reports while a completion is being produced.
 
-    ``kind`` is ``"text"`` (a piece of the answer, in ``text``) or ``"tool_call"`` (the model
-    started a call of tool ``name``).
+    ``kind`` is ``"text"`` (a piece of the answer, in ``text``), ``"tool_call"`` (the model
+    started a call of tool ``name``) or ``"progress"`` (the server has read ``done`` of the prompt's
+    ``total`` tokens, ``cached`` of them reused, in ``time_ms``; before any text).
     """
 
     kind: str
     text: str = ""
     name: str = ""
+    done: int = 0
+    total: int = 0
+    cached: int = 0
+    time_ms: float = 0.0
 
 
 StreamCallback = Callable[[StreamEvent], None]

@@ -31,6 +31,8 @@ __all__ = ["OpenAICompatGateway", "message_to_openai", "messages_to_openai", "me
 START_HINT = ("start one with `bash runsv.sh`, or give --model-url (AGENT_MODEL_URL) for another "
               "OpenAI-compatible engine")
 
+#: servers that take ``return_progress`` and stream ``prompt_progress`` chunks
+PROGRESS_KINDS = frozenset({"local-coder", "llama-server"})
 #: Ollama's context when nothing says otherwise; it cuts longer prompts silently, so guess low
 OLLAMA_FALLBACK_CTX = 2048
 PROBE_TIMEOUT_S = 5.0
@@ -83,6 +85,7 @@ class OpenAICompatGateway:
         self._tokenize_body: Callable[[str], dict[str, Any]] | None | bool = None  # None: not probed; False: absent
         self._ctx: int | None = None
         self._ctx_known = False
+        self._kind = ""  # "local-coder", "llama-server" (found by the context probe), else unknown
         self._counter = TokenCounter(self._count_text)
 
     # --- the contract --------------------------------------------------------------------------
@@ -118,6 +121,8 @@ class OpenAICompatGateway:
             body["tools"] = [t.spec() for t in tools]
         if stream:
             body["stream_options"] = {"include_usage": True}
+            if self.sends_progress():
+                body["return_progress"] = True  # llama-server's field; other engines are not sent it
         url = f"{self.base_url}/chat/completions"
 
         def attempt() -> Completion:
@@ -133,6 +138,15 @@ class OpenAICompatGateway:
         """Tokens of the request: each message's role, content and tool-call JSON plus template
         overhead, counted by the server's ``/tokenize`` when it has one, else estimated."""
         return self._counter.request(messages, tools)
+
+    def sends_progress(self) -> bool:
+        """Whether streamed requests ask for prompt progress: only a server known to take the field.
+
+        This project's server and llama.cpp's llama-server (found while asking for the context,
+        :meth:`context_length`) send ``prompt_progress`` chunks; vLLM, OpenAI and others are never sent it.
+        """
+        with self._lock:
+            return self._kind in PROGRESS_KINDS
 
     def context_length(self) -> int | None:
         """The context window the server reports, asked once; ``None`` when it does not say.
@@ -226,8 +240,12 @@ class OpenAICompatGateway:
             except httpx.HTTPError as exc:
                 raise transport_failure(exc, f"POST {url}") from None
 
-        def deliver(events: list[tuple[str, str]]) -> None:
+        def deliver(events: list[tuple[str, Any]]) -> None:
             for kind, value in events:
+                if kind == "progress":  # nothing on the screen yet: a retry shows nothing twice
+                    on_event(StreamEvent("progress", done=value.processed, total=value.total, cached=value.cache,
+                                         time_ms=value.time_ms))
+                    continue
                 shown[0] = True
                 on_event(StreamEvent("text", text=value) if kind == "text" else StreamEvent("tool_call", name=value))
 
@@ -343,11 +361,15 @@ class OpenAICompatGateway:
         if isinstance(health, dict):
             found = _positive_int(health.get("n_ctx")) or _positive_int(health.get("context_length"))
             if found:
+                if "backend" in health and "queue" in health:  # this project's server (servr/app.py)
+                    self._set_kind("local-coder")
                 return found
         props = self._get_json(f"{self.root_url}/props")
         if isinstance(props, dict):
             settings = props.get("default_generation_settings") or {}
             found = _positive_int(settings.get("n_ctx")) or _positive_int(props.get("n_ctx"))
+            if "default_generation_settings" in props:
+                self._set_kind("llama-server")
             if found:
                 return found
         models = self._get_json(f"{self.base_url}/models")
@@ -367,6 +389,10 @@ class OpenAICompatGateway:
                     if found:
                         return found
         return self._probe_ollama()
+
+    def _set_kind(self, kind: str) -> None:
+        with self._lock:
+            self._kind = kind
 
     def _probe_ollama(self) -> int | None:
         running = self._get_json(f"{self.root_url}/api/ps")

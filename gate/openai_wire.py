@@ -117,6 +117,30 @@ def as_chunk(body: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in body.items() if k != "choices"}, "choices": choices}
 
 
+@dataclass(frozen=True)
+class PromptProgress:
+    """How far the server is through the prompt (llama-server's ``prompt_progress`` chunk field)."""
+
+    total: int
+    cache: int  # tokens reused from the server's cache (not processed again)
+    processed: int  # tokens read so far, the reused ones included
+    time_ms: float
+
+
+def prompt_progress(raw: Any) -> PromptProgress | None:
+    """A ``prompt_progress`` object as sent by llama-server (``total``, ``cache``, ``processed``, ``time_ms``)."""
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        total, processed = int(raw.get("total") or 0), int(raw.get("processed") or 0)
+        cache, time_ms = int(raw.get("cache") or 0), float(raw.get("time_ms") or 0.0)
+    except (TypeError, ValueError):
+        return None
+    if total <= 0 or processed < 0:
+        return None
+    return PromptProgress(total, max(0, cache), min(processed, total), max(0.0, time_ms))
+
+
 @dataclass
 class _Slot:
     id: str = ""
@@ -144,8 +168,12 @@ class StreamAssembler:
         self.finish: Any = None
         self.usage = Usage()
 
-    def feed(self, chunk: Mapping[str, Any]) -> list[tuple[str, str]]:
-        events: list[tuple[str, str]] = []
+    def feed(self, chunk: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        """The events ``chunk`` brings: ``("text", piece)``, ``("tool_call", name)``, ``("progress", PromptProgress)``."""
+        events: list[tuple[str, Any]] = []
+        progress = prompt_progress(chunk.get("prompt_progress"))
+        if progress is not None:
+            events.append(("progress", progress))
         if chunk.get("usage"):
             self.usage = usage_from_openai(chunk["usage"])
         if chunk.get("model"):

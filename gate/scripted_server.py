@@ -11,13 +11,17 @@ is a dict (or, in-process, a callable ``request_body -> dict``):
 - ``{"status": 503, "message": "…", "code": "…", "headers": {"Retry-After": "0"}}`` — an error
   in OpenAI's shape (``"body": {…}`` sends that body instead, e.g. another engine's);
 - ``"finish_reason"``, ``"usage"`` override those of the reply; ``"stall_after": N`` streams the
-  first N characters and then holds the connection open until the client leaves.
+  first N characters and then holds the connection open until the client leaves;
+- ``"progress": [[processed, total, cache, time_ms], …]`` streams llama-server's ``prompt_progress``
+  chunks (``"choices": []``) before the answer, ``"progress_delay_s"`` apart, to a request that
+  asked with ``"return_progress": true``, as llama-server does.
 
 A request beyond the script gets a 500 whose message says so, and is counted in ``unexpected``.
 Every request body is recorded (``requests``, or ``GET /_scripted/requests`` from a subprocess).
 ``tokenize=True`` serves llama.cpp's ``/tokenize`` (a fake word-piece tokenizer; ``"vllm"``: vLLM's
 request and reply shape); ``n_ctx`` is
-reported as ``max_model_len`` in ``/v1/models``.
+reported as ``max_model_len`` in ``/v1/models``. ``also_lists`` adds ids to ``/v1/models``; ``engine="llama-server"`` also answers llama-server's
+``/props`` (``default_generation_settings.n_ctx``) and ``/health``, so a client takes it for one.
 
 From a shell: ``python -m gate.scripted_server --script FILE.json [--port N]`` prints its base
 URL on one line and serves until SIGINT/SIGTERM. FILE.json is a list of replies or
@@ -80,13 +84,15 @@ class ScriptedServer:
 
     def __init__(self, replies: Sequence[Reply], *, model: str = "scripted-model", tokenize: bool | str = False,
                  n_ctx: int | None = None, api_key: str | None = None, chunk_chars: int = 3,
-                 port: int = 0) -> None:
+                 port: int = 0, engine: str = "generic", also_lists: Sequence[str] = ()) -> None:
         self.replies = list(replies)
         self.model = model
         self.tokenize = tokenize
         self.n_ctx = n_ctx
         self.api_key = api_key
         self.chunk_chars = max(1, chunk_chars)
+        self.engine = engine
+        self.also_lists = list(also_lists)  # more ids in /v1/models (an embedding model, as servers list them)
         self.requests: list[dict[str, Any]] = []
         self.tokenize_requests: list[dict[str, Any]] = []
         self.unexpected = 0
@@ -96,6 +102,8 @@ class ScriptedServer:
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/tokenize", self._tokenize, methods=["POST"]),
+            Route("/props", self._props, methods=["GET"]),
+            Route("/health", self._health, methods=["GET"]),
             Route("/_scripted/requests", self._recorded, methods=["GET"]),
         ]
         self._server = LocalServer(Starlette(routes=routes), port=port)
@@ -133,7 +141,18 @@ class ScriptedServer:
         entry: dict[str, Any] = {"id": self.model, "object": "model", "created": 0, "owned_by": "scripted"}
         if self.n_ctx:
             entry["max_model_len"] = self.n_ctx
-        return self._refused(request) or JSONResponse({"object": "list", "data": [entry]})
+        more = [{"id": m, "object": "model", "created": 0, "owned_by": "scripted"} for m in self.also_lists]
+        return self._refused(request) or JSONResponse({"object": "list", "data": [entry, *more]})
+
+    async def _props(self, request: Request) -> Response:
+        if self.engine != "llama-server":
+            return JSONResponse({"detail": "Not Found"}, 404)
+        return JSONResponse({"default_generation_settings": {"n_ctx": self.n_ctx or 4096}, "total_slots": 1})
+
+    async def _health(self, request: Request) -> Response:
+        if self.engine != "llama-server":
+            return JSONResponse({"detail": "Not Found"}, 404)
+        return JSONResponse({"status": "ok"})
 
     async def _tokenize(self, request: Request) -> Response:
         body = await request.json()
@@ -183,8 +202,10 @@ class ScriptedServer:
         model = body.get("model") or self.model
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            progress = list(reply.get("progress") or ()) if body.get("return_progress") is True else []
             return StreamingResponse(self._chunks(request, model, text, native, finish,
-                                                  usage if include_usage else None, reply.get("stall_after")),
+                                                  usage if include_usage else None, reply.get("stall_after"),
+                                                  progress, float(reply.get("progress_delay_s") or 0.0)),
                                      media_type="text/event-stream")
         message: dict[str, Any] = {"role": "assistant", "content": text or (None if native else "")}
         if native:
@@ -207,12 +228,20 @@ class ScriptedServer:
         return text, native
 
     async def _chunks(self, request: Request, model: str, text: str, native: list[dict[str, Any]],
-                      finish: str, usage: dict[str, Any] | None, stall_after: int | None) -> AsyncIterator[str]:
+                      finish: str, usage: dict[str, Any] | None, stall_after: int | None,
+                      progress: Sequence[Sequence[float]] = (), progress_delay_s: float = 0.0) -> AsyncIterator[str]:
         def sse(delta: dict[str, Any], reason: str | None = None) -> str:
             chunk = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 0, "model": model,
                      "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}
             return f"data: {json.dumps(chunk)}\n\n"
 
+        for processed, total, cache, time_ms in progress:  # llama-server's shape, before any text
+            chunk = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 0, "model": model,
+                     "choices": [], "prompt_progress": {"total": int(total), "cache": int(cache),
+                                                        "processed": int(processed), "time_ms": time_ms}}
+            yield f"data: {json.dumps(chunk)}\n\n"
+            if progress_delay_s:
+                await asyncio.sleep(progress_delay_s)
         yield sse({"role": "assistant", "content": ""})
         n = self.chunk_chars
         shown = text if stall_after is None else text[:stall_after]
@@ -250,7 +279,7 @@ def load_script(path: Path) -> dict[str, Any]:
         data = {"replies": data}
     if not isinstance(data, dict) or not isinstance(data.get("replies"), list):
         raise SystemExit(f"{path}: expected a list of replies or an object with a 'replies' list")
-    known = {"replies", "model", "tokenize", "n_ctx", "api_key", "chunk_chars"}
+    known = {"replies", "model", "tokenize", "n_ctx", "api_key", "chunk_chars", "engine", "also_lists"}
     unknown = set(data) - known
     if unknown:
         raise SystemExit(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")

@@ -41,6 +41,12 @@ class SessionNotFound(ConfigError):
     """No session with that id in this workspace."""
 
 
+#: how each status of the last run reads in ``/sessions`` (``done`` depends on what was run)
+STATUS_LABELS = {"new": "new", "running": "running (or stopped mid-run)", "budget_exceeded": "stopped: budget spent",
+                 "interrupted": "interrupted", "format_errors": "stopped: tool calls kept failing",
+                 "checks_failed": "stopped: checks failed", "error": "stopped: server error"}
+
+
 @dataclass(frozen=True)
 class SessionInfo:
     """One row of the sessions table."""
@@ -54,6 +60,16 @@ class SessionInfo:
     model: str
     status: str
     messages: int = 0
+    tool_calls: int = 0  # tool results in the session: 0 means nothing was ever run
+
+    @property
+    def label(self) -> str:
+        """The status in words for a person: ``answered, nothing run``, ``done, 4 tool calls``, ``checks failed``."""
+        if self.status == "done":
+            if not self.tool_calls:
+                return "answered, nothing run"
+            return f"done, {self.tool_calls} tool call{'s' if self.tool_calls != 1 else ''}"
+        return STATUS_LABELS.get(self.status, self.status)
 
 
 @dataclass(frozen=True)
@@ -263,7 +279,7 @@ class SessionStore:
     def info(self, session_id: str) -> SessionInfo:
         with self._lock:
             row = self._db.execute(
-                "SELECT s.*, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id) AS n "
+                "SELECT s.*, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id) AS n, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id AND m.role = 'tool') AS t "
                 "FROM sessions s WHERE s.id = ?", (session_id,)).fetchone()
         if row is None:
             raise SessionNotFound(f"no session {session_id!r} in {self.path}",
@@ -284,7 +300,7 @@ class SessionStore:
 
     def list(self, *, workspace: str | os.PathLike[str] | None = None, limit: int = 50) -> list[SessionInfo]:
         """Sessions, most recently updated first."""
-        sql = ("SELECT s.*, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id) AS n FROM sessions s")
+        sql = ("SELECT s.*, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id) AS n, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id AND m.role = 'tool') AS t FROM sessions s")
         args: list[Any] = []
         if workspace is not None:
             sql += " WHERE s.workspace = ?"
@@ -427,4 +443,4 @@ class SessionStore:
 
 def _row_to_info(row: sqlite3.Row) -> SessionInfo:
     return SessionInfo(row["id"], row["created"], row["updated"], row["title"], row["workspace"],
-                       row["provider"], row["model"], row["status"], row["n"])
+                       row["provider"], row["model"], row["status"], row["n"], row["t"])

@@ -128,6 +128,33 @@ def _format(result: sandbox.SandboxResult, timeout_s: float) -> str:
     return "\n".join(parts)
 
 
+#: what a failed command's own words mean inside the sandbox, and what to do instead
+_EXPLAINED = (
+    ("Read-only file system", "in this sandbox only the workspace (and a private /tmp, discarded after the call) "
+     "can be written; everything else is read-only by design, and nothing (sudo, remount, chmod) changes that: "
+     "write inside the workspace instead"),
+    ("Temporary failure in name resolution", "the sandbox has no network (the person can allow it with "
+     "AGENT_SHELL_NETWORK=true): work with what is in the workspace"),
+    ("Network is unreachable", "the sandbox has no network (the person can allow it with AGENT_SHELL_NETWORK=true): "
+     "work with what is in the workspace"),
+)
+
+
+def cause(result: sandbox.SandboxResult) -> str:
+    """The line that says why a command failed: stderr's last non-empty line, else stdout's."""
+    for stream in (result.stderr, result.stdout):
+        lines = [ln.strip() for ln in stream.splitlines() if ln.strip()]
+        if lines:
+            return lines[-1]
+    return ""
+
+
+def explanation(result: sandbox.SandboxResult) -> str:
+    """What the sandbox has to do with the failure, when its output shows it ('' otherwise)."""
+    said = result.stderr + result.stdout
+    return next((why for words, why in _EXPLAINED if words in said), "")
+
+
 def shell_tool(settings: Any, *, policy: sandbox.SandboxPolicy | None = None) -> Tool:
     """The ``shell`` tool for ``settings`` (workspace, sandbox, network, tool timeout)."""
     base = policy or sandbox.SandboxPolicy.from_settings(settings)
@@ -155,7 +182,15 @@ def shell_tool(settings: Any, *, policy: sandbox.SandboxPolicy | None = None) ->
             return ToolResult.error(exc.message, exc.hint)
         stopped = result.killed_reason == "cancelled"
         what = "stopped" if stopped else "timed out" if result.timed_out else f"exit {result.exit_code}"
-        return ToolResult(_format(result, timeout), ok=result.ok, summary=f"{what}: {command[:80]}", data={
+        summary = f"{what}: {command[:80]}"
+        content = _format(result, timeout)
+        if not result.ok and not stopped and not result.timed_out:
+            why = cause(result)
+            summary = f"{what}: {why[:120]}" if why else summary  # the call line above shows the command
+            note = explanation(result)
+            if note:
+                content += f"\nnote: {note}"
+        return ToolResult(content, ok=result.ok, summary=summary, data={
             "exit_code": result.exit_code, "duration_s": round(result.duration_s, 3),
             "timed_out": result.timed_out, "truncated": result.truncated, "killed_reason": result.killed_reason,
             "interrupted": stopped})

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from boot.cli import build_parser, setting_overrides
+from boot.cli import SERVER_ONLY, build_parser, setting_overrides
 from boot.screen import PlainScreen, call_brief, end_line, result_brief, tokens
 from boot.settings import Settings, load_settings
 from boot.turns import STATUS_EXIT, exit_code
@@ -17,11 +17,15 @@ from core.tools import ToolResult
 from flow.events import RUN_STATUSES, RunResult
 
 
-def test_every_setting_has_a_flag_and_booleans_can_be_turned_off():
+def test_every_agent_setting_has_a_flag_booleans_can_be_turned_off_and_server_settings_have_none():
     parser = build_parser()
     flags = {opt for action in parser._actions for opt in action.option_strings}
+    assert SERVER_ONLY < set(Settings.model_fields)  # a renamed server setting must not come back as a flag
     for name, info in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
+        if name in SERVER_ONLY:
+            assert flag not in flags, name
+            continue
         assert flag in flags, name
         if info.annotation is bool:
             assert "--no-" + flag[2:] in flags, name
@@ -55,6 +59,15 @@ def test_end_line_says_why_a_run_stopped_without_repeating_itself():
         "interrupted while the model was answering"
     assert end_line(RunResult("budget_exceeded", "", "s", reason="step budget spent: 3 model calls")) == \
         "stopped: budget spent: step budget spent: 3 model calls"
+    # the real cause, not the status's generic words: a repeated call is not "malformed"
+    repeated = RunResult("format_errors", "", "s", reason='the model made the same failing call 3 times: '
+                                                          'shell {"command": "sudo mount"}')
+    assert end_line(repeated) == 'stopped: the model made the same failing call 3 times: shell {"command": "sudo mount"}'
+    assert "malformed" not in end_line(repeated)
+    checks = RunResult("checks_failed", "", "s", reason="the checks failed once: `make test` exited with code 2")
+    assert end_line(checks) == "stopped: the checks failed once: `make test` exited with code 2"
+    long = end_line(RunResult("error", "", "s", reason="boom\n" * 50))
+    assert "\n" not in long and len(long) <= 320
 
 
 def test_the_spinner_shows_what_runs_on_a_terminal_and_is_gone_when_text_arrives():

@@ -212,7 +212,7 @@ class SkillLoader:
             self._used[spec.name] = time.monotonic()
             value = self.runner.call(path, spec.name, spec.function, args, data=data, cancel=cancel)
             text = value if isinstance(value, str) else _json(value)
-            return ToolResult(text or "(empty string)", summary=f"{spec.name} returned {_kind(value)}",
+            return ToolResult(text or "(empty string)", summary=f"{spec.name} returned {_brief(value)}",
                               data={"skill": spec.name, "value": value})
 
         def run_skill(*, cancel: threading.Event | None = None, **args: Any) -> ToolResult:
@@ -271,7 +271,13 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, (list, dict)):
-        return f"{type(value).__name__} of {len(value)}"
-    return type(value).__name__
+#: longest value shown in a skill call's one-line summary
+BRIEF_CHARS = 60
+
+
+def _brief(value: Any) -> str:
+    """The value a skill returned, short, for the person's one line: ``'hello-world'``, ``[1, 2, 3]``."""
+    flat = " ".join((value if isinstance(value, str) else _json(value)).split())
+    if len(flat) > BRIEF_CHARS:
+        flat = flat[:BRIEF_CHARS - 1] + "…"
+    return repr(flat) if isinstance(value, str) else flat
