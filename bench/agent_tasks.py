@@ -50,6 +50,8 @@ MINI_CONFIG = ROOT / "bench" / "mini.yaml"
 PEER_CONSTRAINTS = ROOT / "boot" / "constraints-peers.txt"
 AGENTS = ("ours", "mini-swe-agent")
 CHECK_TIMEOUT_S = 180
+#: seconds an agent past its timeout gets after Ctrl-C before its process group is killed
+INTERRUPT_GRACE_S = 15
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def check(task: Task, ws: Path, answer: str) -> tuple[bool, str]:
     """Run the task's check on the final workspace: (solved, why)."""
     for pattern in task.answer_contains:
         if not re.search(pattern, answer, re.IGNORECASE):
-            return False, f"FAIL: the answer does not match {pattern!r}"
+            return False, f"FAIL: the answer does not match /{pattern}/"
     script = task.folder / "check.py"
     if not script.is_file():
         return True, "ok"
@@ -173,7 +175,10 @@ def self_test(tasks: list[Task]) -> int:
 # --- running an agent --------------------------------------------------------------------------------
 
 def run_process(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str, str, float]:
-    """(exit code or None on timeout, stdout, stderr, seconds); past the timeout the whole group is killed."""
+    """(exit code or None on timeout, stdout, stderr, seconds).
+
+    Past the timeout the process group gets SIGINT, and SIGKILL after :data:`INTERRUPT_GRACE_S`.
+    """
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
@@ -181,13 +186,23 @@ def run_process(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: floa
         out, err = proc.communicate(timeout=timeout)
         code: int | None = proc.returncode
     except subprocess.TimeoutExpired:
+        # Ctrl-C first, so an agent can end its run and say how far it got; then the whole group goes
+        signal_group(proc.pid, signal.SIGINT)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, err = proc.communicate()
+            out, err = proc.communicate(timeout=INTERRUPT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            signal_group(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        signal_group(proc.pid, signal.SIGKILL)  # whatever it left running in its group
         code = None
     return code, out, err, time.monotonic() - start
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def last_json_object(text: str) -> dict[str, Any] | None:
@@ -215,6 +230,8 @@ def run_ours(task: Task, ws: Path, args: argparse.Namespace, timeout: float, out
     elif result is None:
         outcome.status = f"no_json(exit {code})"
     if result is not None:
+        if code is None:
+            outcome.status = f"timeout({result.get('status', '?')})"
         outcome.status = outcome.status or str(result.get("status", "?"))
         outcome.answer = str(result.get("answer") or "")
         outcome.steps = result.get("steps")
@@ -419,16 +436,24 @@ def main(argv: list[str] | None = None) -> int:
             outcomes.append(o)
             print(f"{agent:>14} {task.name:<34} {'pass' if o.passed else 'FAIL'} {o.seconds:6.1f}s "
                   f"steps {fmt(o.steps):>3} {o.status}  {'' if o.passed else o.why[:80]}", file=sys.stderr, flush=True)
+            save(outcomes, agents, args, stamp, results)  # after every task: a cut-short run keeps what it did
 
-    report = "\n\n".join(table(outcomes, a) for a in agents)
+    report = save(outcomes, agents, args, stamp, results)
     print(report)
+    return 0
+
+
+def save(outcomes: list[Outcome], agents: list[str], args: argparse.Namespace, stamp: str, results: Path) -> str:
+    """Write table.md and outcomes.json (and --json) for what has run so far; return the tables."""
+    report = "\n\n".join(table(outcomes, a) for a in agents)
+    results.mkdir(parents=True, exist_ok=True)
     (results / "table.md").write_text(report + "\n", encoding="utf-8")
     data = {"model_url": args.model_url, "model": args.model, "agents": agents, "agent_args": args.agent_args,
-            "started": stamp, "outcomes": [asdict(o) for o in outcomes]}
+            "timeout": args.timeout, "started": stamp, "outcomes": [asdict(o) for o in outcomes]}
     (results / "outcomes.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
     if args.json:
         args.json.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    return 0
+    return report
 
 
 if __name__ == "__main__":
