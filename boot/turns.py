@@ -49,6 +49,9 @@ def run_turn(agent: Any, task: str, *, session_id: str | None,
     cancel = threading.Event()
     finished = threading.Event()
     outcome: dict[str, Any] = {}
+    watch = getattr(agent, "events", None)
+    if hasattr(watch, "judge") and hasattr(watch, "cancel"):
+        watch.cancel = cancel  # the judge's checks before the change stop on this turn's Ctrl-C too
 
     def work() -> None:
         try:

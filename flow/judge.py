@@ -257,6 +257,9 @@ class Judge:
         self.last: CheckResult | None = None
         self.baseline: CheckResult | None = None
         self._baseline_taken = False  # for the current run (even when it could not run)
+        #: (wall-clock time, result): the checks' result for the workspace as it was at that time, so a
+        #: run that starts with nothing changed since does not run the whole suite again
+        self._known: tuple[float, CheckResult] | None = None
         self._run: tuple[str, float] | None = None
         self._failures = 0
 
@@ -279,6 +282,12 @@ class Judge:
         if command is None:
             return None
         full = PYTEST_BASELINE if command == PYTEST_COMMAND else command
+        known = self._known
+        if known is not None and known[1].command == full and not changed_since(self.policy.workspace, known[0]):
+            self.baseline = known[1]
+            self._tell(f"checks before the change: as after the last check ({self._summary(known[1])})")
+            return known[1]
+        started = time.time()
         try:
             result = self.check(full, cancel=cancel)
         except SandboxError as exc:
@@ -288,13 +297,19 @@ class Judge:
             self._tell(f"checks before the change: {full} {'timed out' if result.timed_out else 'was stopped'}")
             return None
         self.baseline = result
+        self._known = (started, result)
         if result.passed:
             self._tell(f"checks before the change: {full} passed in {result.duration_s:.1f} s")
         else:
-            ids = failing_tests(result.output)
-            what = f"{len(ids)} already failing: {named(ids)}" if ids else f"already failing (exit code {result.exit_code})"
-            self._tell(f"checks before the change: {what}; only new failures count against the task")
+            self._tell(f"checks before the change: {self._summary(result)}; only new failures count against the task")
         return result
+
+    @staticmethod
+    def _summary(result: CheckResult) -> str:
+        if result.passed:
+            return "all passed"
+        ids = failing_tests(result.output)
+        return f"{len(ids)} already failing: {named(ids)}" if ids else f"already failing (exit code {result.exit_code})"
 
     def watch(self, events: AgentEvents | None) -> "JudgeWatch":
         """``events`` with this judge listening: it notes each run's start and checks before its first write."""
@@ -312,6 +327,7 @@ class Judge:
         if run != self._run:
             self._run, self._failures = run, 0
         self._tell(f"checks: running {command}")
+        started = time.time()
         try:
             result = self.check_against_baseline(command, cancel=finished.cancel)
         except SandboxError as exc:
@@ -324,6 +340,10 @@ class Judge:
         if finished.cancel.is_set():
             raise Interrupted("interrupted by the person while the checks ran")
         if result.passed:
+            if not result.already_failing and not result.note:
+                # every test ran and passed: that is what the next run starts from, unless files change
+                full = PYTEST_BASELINE if command == PYTEST_COMMAND else command
+                self._known = (started, CheckResult(full, True, 0, result.output, result.duration_s))
             return None
         self._failures += 1
         if self._failures > self.rounds:
@@ -407,6 +427,9 @@ class JudgeWatch(AgentEvents):
     def __init__(self, judge: Judge, inner: AgentEvents) -> None:
         self.judge = judge
         self.inner = inner
+        #: the current run's cancel event, when the caller shares it (``boot.turns.run_turn`` does): Ctrl-C
+        #: stops the checks before the change at once instead of after them
+        self.cancel: threading.Event | None = None
 
     def __getattr__(self, name: str) -> Any:  # what the screen has beyond the listener (close, finish…)
         return getattr(self.inner, name)
@@ -424,7 +447,7 @@ class JudgeWatch(AgentEvents):
 
     def tool_start(self, call: ToolCall) -> None:
         if call.name not in READ_TOOLS and not call.error:
-            self.judge.before_change()
+            self.judge.before_change(self.cancel)
         self.inner.tool_start(call)
 
     def tool_end(self, call: ToolCall, result: ToolResult, duration_s: float) -> None:

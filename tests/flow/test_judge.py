@@ -316,6 +316,44 @@ def test_when_the_sandbox_cannot_start_the_answer_is_not_accepted(project, tmp_p
     agent.sessions.close()
 
 
+def test_a_run_that_starts_where_the_last_check_left_off_does_not_run_the_suite_again(red_project, bwrap):
+    steps = [ToolCall("shell", {"command": "ls tests"}), "Listed tests.",
+             ToolCall("shell", {"command": "ls"}), "Listed."]
+    agent, gateway, events = agent_for(red_project, steps, judge_rounds=0)
+    with gateway:
+        first = agent.run("list the tests")
+        second = agent.run("list the files", session_id=first.session_id)
+    assert (first.status, second.status) == ("done", "done")
+    before = [n for n in events.of("notice") if n.startswith("checks before the change:")]
+    assert before[0].startswith("checks before the change: 1 already failing")
+    assert before[1] == ("checks before the change: as after the last check (1 already failing: "
+                         "tests/test_calc.py::test_add)")
+    assert len(before) == 2
+    (red_project / "calc.py").write_text(FIXED + "OK = True\n")  # the person changes something: asked again
+    gateway.steps += [ToolCall("shell", {"command": "ls"}), "Listed again."]
+    with gateway:
+        agent.run("list again", session_id=first.session_id)
+    assert [n for n in events.of("notice") if n.startswith("checks before the change:")][-1].startswith(
+        "checks before the change: python -m pytest -q --continue-on-collection-errors passed in ")
+    agent.sessions.close()
+
+
+def test_ctrl_c_stops_the_checks_before_the_change_at_once(workspace, bwrap):
+    judge = Judge(settings_for(workspace, check_command="sleep 60"))
+    watch = judge.watch(None)
+    watch.cancel = threading.Event()
+    timer = threading.Timer(0.5, watch.cancel.set)
+    timer.start()
+    start = time.monotonic()
+    try:
+        watch.thinking(1)
+        watch.tool_start(ToolCall("shell", {"command": "ls"}))
+    finally:
+        timer.cancel()
+    assert time.monotonic() - start < 10
+    assert judge.baseline is None
+
+
 def test_no_check_runs_when_nothing_was_changed(project, bwrap):
     steps = [ToolCall("read_file", {"path": "calc.py"}), "add subtracts: that is the bug."]
     agent, gateway, events = agent_for(project, steps)
