@@ -391,6 +391,9 @@ class Judge:
         # the sandbox kills everything the command started when it ends, times out or is cancelled
         ran = sandbox.run(f"exec 2>&1\n{command}", self.policy, timeout_s=self.timeout_s, cancel=cancel)
         timed_out, code = ran.timed_out, ran.exit_code  # no exit code when it was killed
+        said = ran.stderr.strip()  # the command's stderr went to stdout: this is bwrap's own
+        if code and not ran.stdout.strip() and said.startswith("bwrap:"):
+            raise SandboxError(f"the sandbox did not start: {said.splitlines()[0][:300]}")
         duration = time.monotonic() - start
         note = ""
         passed = code == 0

@@ -354,6 +354,25 @@ def test_ctrl_c_stops_the_checks_before_the_change_at_once(workspace, bwrap):
     assert judge.baseline is None
 
 
+def test_a_sandbox_that_passes_its_trial_but_cannot_start_the_checks_fails_the_run(project, tmp_path, monkeypatch,
+                                                                                      bwrap):
+    real = sandbox.find_bwrap()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    # the trial run (in a sandbox-probe- folder) works; the checks in the workspace do not start
+    (fake / "bwrap").write_text(f'#!/bin/sh\ncase "$*" in *sandbox-probe-*|--version) exec {real} "$@";; esac\n'
+                                "echo \"bwrap: Can't mount proc on /newroot/proc: Operation not permitted\" >&2\nexit 1\n")
+    (fake / "bwrap").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    agent, gateway, _ = agent_for(project, [write(STILL_BROKEN), "Done."])
+    with gateway:
+        result = agent.run("rewrite calc.add")
+    assert result.status == "checks_failed"
+    assert result.reason == ("the checks could not run, so the answer was not accepted: the sandbox did not start: "
+                             "bwrap: Can't mount proc on /newroot/proc: Operation not permitted")
+    agent.sessions.close()
+
+
 def test_no_check_runs_when_nothing_was_changed(project, bwrap):
     steps = [ToolCall("read_file", {"path": "calc.py"}), "add subtracts: that is the bug."]
     agent, gateway, events = agent_for(project, steps)
