@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import threading
 import time
 from typing import IO, Any, Mapping
@@ -221,7 +222,9 @@ class PlainScreen(AgentEvents):
             with self._lock:
                 what = self._state.describe()
                 if what:
-                    self.err.write(f"\r\x1b[2K{SPINNER[frame % len(SPINNER)]} {what}")
+                    # one row at most: "\r" and erase-line cannot take back a line that wrapped
+                    width = shutil.get_terminal_size((80, 24)).columns - 1
+                    self.err.write(f"\r\x1b[2K{short(SPINNER[frame % len(SPINNER)] + ' ' + what, width)}")
                     self.err.flush()
                     self._spin_shown = True
                     frame += 1

@@ -169,3 +169,20 @@ def test_the_chat_screen_prints_from_the_loop_while_the_live_region_redraws_with
     drawer.join(10)
     assert not worker.is_alive() and not drawer.is_alive(), "the chat screen deadlocked"
     screen.end()
+
+
+def test_the_spinner_never_wraps_so_it_is_erased_whole_and_shows_prompt_progress(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "30")
+    out, err = io.StringIO(), io.StringIO()
+    screen = PlainScreen(out, err, spinner=True, interval_s=0.01)
+    screen.thinking(1)
+    screen.prompt_progress(2048, 9731, 0, 1000.0)
+    deadline = time.monotonic() + 5
+    while "processing" not in err.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    screen.close()
+    frames = [f for f in err.getvalue().split("\r\x1b[2K") if f]
+    assert frames and all(len(f) <= 29 for f in frames)
+    assert frames[0].startswith(("⠋ processing prompt 2,048/9", "⠋ thinking"))
+    assert any("processing prompt 2,048/9" in f for f in frames)
+    assert screen.speed.tokens_per_s == 2048.0
