@@ -422,7 +422,8 @@ class Agent:
             st.format_errors += 1
             if st.format_errors >= self.format_error_limit:
                 last = outcomes[-1].result.content.splitlines()[0]
-                raise FormatErrorLimit(f"{st.format_errors} replies in a row with only malformed tool calls; the last: {last}",
+                # unreadable, unknown or not offered, or arguments that do not fit: none of them ran
+                raise FormatErrorLimit(f"{st.format_errors} replies in a row whose tool calls could not run; the last: {last}",
                                        hint="a larger or better instruction-tuned model follows the tool schemas more reliably")
         else:
             st.format_errors = 0

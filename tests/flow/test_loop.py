@@ -130,7 +130,7 @@ def test_consecutive_malformed_replies_end_the_run(make_agent):
     agent, _, _ = make_agent([ToolCall("nope", {}), "", ToolCall("echo", {"bad": 1})])
     result = agent.run("do it")
     assert result.status == "format_errors"
-    assert result.reason.startswith("3 replies in a row with only malformed tool calls")
+    assert result.reason.startswith("3 replies in a row whose tool calls could not run; the last: ")
     assert result.steps == 3
 
 
