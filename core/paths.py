@@ -2,10 +2,14 @@
 
 A path from the model is relative to the workspace root. Refused: absolute paths, ``~``, paths
 whose ``..`` leads outside, and symlinks (anywhere along the path) whose target lies outside. The
-check is made on the resolved real path at the moment of use, and the functions here then walk
-that resolved path one component at a time with ``O_NOFOLLOW``, each component opened relative
-to its parent's file descriptor, so a symlink swapped in between the check and the use makes the
-call fail instead of escaping:
+path is resolved **once**; the protected names (:data:`PROTECTED`, and :data:`READ_ONLY` for
+writes) are checked on the components of that resolution, and exactly those components are then
+opened, one at a time with ``O_NOFOLLOW`` relative to the parent's descriptor (or in one
+``openat2`` call with ``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`` where the kernel has it). So the
+file opened is the file whose name was checked: a symlink swapped in between the check and the
+use makes the call fail instead of escaping or reaching ``.env``. The opened file's identity
+(``fstat``) is also compared with the workspace's own protected files, so a hard link or a rename
+cannot hand one over under another name.
 
 - :func:`open_confined` opens a regular file (read, write, append, exclusive create);
 - :func:`confined_dir` yields a descriptor of a folder (for listing and walking with ``dir_fd``);
@@ -20,8 +24,10 @@ needs access to both places). POSIX only (``O_NOFOLLOW`` and ``dir_fd``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
+import platform
 import stat
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -38,6 +44,10 @@ _DIR_FLAGS = DIR_FLAGS  # the name this module used first
 #: ``boot/settings.py`` reads (``AGENT_SANDBOX``, API keys) and the agent's own state folder.
 #: Shared with the sandbox, which should keep sandboxed code away from the same names.
 PROTECTED = (".env", ".agent")
+#: names the file tools read but never write, at any depth: git runs what ``.git/hooks/*`` and
+#: ``.git/config`` (``core.fsmonitor``, ``core.pager``, aliases) name, unsandboxed, at the
+#: person's next ``git status``. The sandbox mounts the workspace's ``.git`` read-only too.
+READ_ONLY = (".git",)
 
 
 class PathEscape(ToolError):
@@ -61,17 +71,36 @@ def is_protected(real_path: str | os.PathLike[str], root: str | os.PathLike[str]
     return protected_part(real_path, root) is not None
 
 
+def _protected_error(shown: str, part: str) -> ProtectedPath:
+    if part in READ_ONLY:
+        return ProtectedPath(f"{shown!r} is in {part}/, which the file tools do not write: git runs hooks and "
+                             "commands named in its config outside the sandbox",
+                             hint="reading it is fine; ask the person to change git's settings or hooks themselves")
+    what = ("the secrets and settings file (API keys, AGENT_SANDBOX)" if part == ".env"
+            else "the agent's own state (sessions, memories)")
+    return ProtectedPath(f"{shown!r} is {part if part == '.env' else 'inside ' + part + '/'}, {what}; "
+                         "the file tools do not read or write it",
+                         hint="ask the person to change it themselves if it must change")
+
+
 def refuse_protected(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
-    """The real path of ``path`` in ``root``; raises :class:`ProtectedPath` for a protected name."""
+    """The real path of ``path`` in ``root``; raises :class:`ProtectedPath` for a protected name.
+
+    A courtesy for early, readable refusals: :func:`open_confined`, :func:`write_atomic` and
+    :func:`confined_dir` check again on the components they actually open.
+    """
     real = resolve_in_workspace(root, path)
     part = protected_part(real, root)
     if part is not None:
-        what = ("the secrets and settings file (API keys, AGENT_SANDBOX)" if part == ".env"
-                else "the agent's own state (sessions, memories)")
-        raise ProtectedPath(f"{os.fspath(path)!r} is {part if part == '.env' else 'inside ' + part + '/'}, {what}; "
-                            "the file tools do not read or write it",
-                            hint="ask the person to change it themselves if it must change")
+        raise _protected_error(os.fspath(path), part)
     return real
+
+
+def _check_names(parts: list[str], shown: str, *, write: bool) -> None:
+    """Refuse components that are protected (or, for a write, read-only) names."""
+    for part in parts:
+        if part in PROTECTED or (write and part in READ_ONLY):
+            raise _protected_error(shown, part)
 
 
 def _outside(path: str, hint: str | None = None) -> PathEscape:
@@ -129,6 +158,57 @@ def _parts(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> tuple[
     return real_root, ([] if rel == "." else rel.split(os.sep))
 
 
+# --- openat2 (Linux >= 5.6): the whole folder chain in one call, no symlink and nothing above ---
+
+_RESOLVE_NO_MAGICLINKS, _RESOLVE_NO_SYMLINKS, _RESOLVE_BENEATH = 0x02, 0x04, 0x08
+_OPENAT2_NR = 437 if platform.machine() in ("x86_64", "aarch64", "riscv64", "ppc64le", "s390x", "i686") else None
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+class _Openat2:
+    """``openat2`` through ``syscall(2)``; ``usable`` turns false for good on ENOSYS (old kernel, seccomp)."""
+
+    def __init__(self) -> None:
+        self.usable = _OPENAT2_NR is not None and os.name == "posix"
+        self._syscall = None
+        if self.usable:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                self._syscall = libc.syscall
+                self._syscall.restype = ctypes.c_long
+            except (OSError, AttributeError):
+                self.usable = False
+
+    def open_dir(self, dir_fd: int, rel: str) -> int | None:
+        """A descriptor of the folder ``rel`` below ``dir_fd``; ``None``: use the component walk instead.
+
+        Raises ``OSError`` (ELOOP for a symlink on the way, ENOTDIR, ENOENT) like the walk would.
+        """
+        if not self.usable or self._syscall is None:
+            return None
+        how = _OpenHow(os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC, 0,
+                       _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
+        fd = self._syscall(ctypes.c_long(_OPENAT2_NR), ctypes.c_int(dir_fd), ctypes.c_char_p(os.fsencode(rel)),
+                           ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+        if fd >= 0:
+            return int(fd)
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EPERM, errno.E2BIG):  # no openat2 here (or a filter forbids it)
+            self.usable = False
+            return None
+        if err in (errno.EAGAIN, errno.EINTR):  # a rename raced the lookup: the walk decides
+            return None
+        if err == errno.EXDEV:  # would leave the folder: only a symlink or a mount can do that here
+            err = errno.ELOOP
+        raise OSError(err, os.strerror(err), rel)
+
+
+_OPENAT2 = _Openat2()
+
+
 def _walk_dirs(real_root: str, parts: list[str], *, create: bool) -> int:
     """Open the directory ``real_root/parts…`` without following symlinks; return its fd."""
     try:
@@ -137,6 +217,16 @@ def _walk_dirs(real_root: str, parts: list[str], *, create: bool) -> int:
         raise ToolError(f"the workspace folder {real_root} does not exist",
                         hint="ask the person to create it or to start the agent in another folder") from None
     try:
+        if parts:
+            try:
+                whole = _OPENAT2.open_dir(fd, "/".join(parts))
+            except FileNotFoundError:
+                if not create:
+                    raise
+                whole = None  # the walk below makes what is missing
+            if whole is not None:
+                os.close(fd)
+                return whole
         for part in parts:
             try:
                 nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
@@ -198,11 +288,23 @@ def confined_dir(root: str | os.PathLike[str], path: str | os.PathLike[str] = ".
     """
     shown = os.fspath(path)
     real_root, parts = _parts(root, path)
+    _check_names(parts, shown or ".", write=False)
     fd = _open_folder(real_root, parts, shown or ".", create=False, whole=True)
     try:
         yield fd
     finally:
         os.close(fd)
+
+
+def _refuse_protected_file(st: os.stat_result, real_root: str, shown: str) -> None:
+    """Refuse a file that *is* one of the workspace's protected files under another name (a hard link)."""
+    for name in PROTECTED:
+        try:
+            known = os.stat(os.path.join(real_root, name), follow_symlinks=False)
+        except OSError:
+            continue
+        if (known.st_dev, known.st_ino) == (st.st_dev, st.st_ino):
+            raise _protected_error(shown, name)
 
 
 def _check_regular(fd: int, shown: str) -> os.stat_result:
@@ -228,6 +330,7 @@ def open_confined(root: str | os.PathLike[str], path: str | os.PathLike[str], mo
     real_root, parts = _parts(root, path)
     if not parts:
         raise ToolError(f"{shown!r} is the workspace folder, not a file", hint="name a file inside it")
+    _check_names(parts, shown, write=not ("r" in mode and "+" not in mode))
     binary = "b" in mode
     if "r" in mode and "+" not in mode:
         flags = os.O_RDONLY
@@ -260,7 +363,7 @@ def open_confined(root: str | os.PathLike[str], path: str | os.PathLike[str], mo
     finally:
         os.close(dir_fd)
     try:
-        _check_regular(fd, shown)
+        _refuse_protected_file(_check_regular(fd, shown), real_root, shown)
         os.set_blocking(fd, True)
         fmode = mode if binary else mode.replace("t", "")
         return os.fdopen(fd, fmode, encoding=None if binary else encoding, newline=None if binary else newline)
@@ -282,6 +385,7 @@ def write_atomic(root: str | os.PathLike[str], path: str | os.PathLike[str], dat
     real_root, parts = _parts(root, path)
     if not parts:
         raise ToolError(f"{shown!r} is the workspace folder, not a file", hint="name a file inside it")
+    _check_names(parts, shown, write=True)
     name = parts[-1]
     dir_fd = _open_folder(real_root, parts[:-1], shown, create=create_parents)
     try:
@@ -297,6 +401,7 @@ def write_atomic(root: str | os.PathLike[str], path: str | os.PathLike[str], dat
             if not stat.S_ISREG(old.st_mode):
                 raise ToolError(f"{shown!r} is not a regular file (a device, pipe or socket)",
                                 hint="the file tools work on regular files only")
+            _refuse_protected_file(old, real_root, shown)
         tmp, fd = _create_temp(dir_fd, name)
         try:
             try:

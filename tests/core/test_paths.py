@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -10,8 +11,8 @@ import pytest
 
 import core.paths
 from core.errors import ToolError
-from core.paths import (PathEscape, confined_dir, open_confined, relative_to_workspace, resolve_in_workspace,
-                        write_atomic)
+from core.paths import (PathEscape, ProtectedPath, confined_dir, open_confined, relative_to_workspace,
+                        resolve_in_workspace, write_atomic)
 
 
 @pytest.fixture
@@ -276,3 +277,81 @@ def test_write_atomic_refuses_a_folder_as_the_target(ws):
         write_atomic(ws, "sub", b"x")
     with pytest.raises(ToolError, match="is the workspace folder"):
         write_atomic(ws, "", b"x")
+
+
+# --- protected names: checked on the components actually opened ----------------------------------
+
+@pytest.fixture
+def with_secret(ws: Path) -> Path:
+    (ws / ".env").write_text("GEMINI_API_KEY=sk-secret\n")
+    (ws / "ok.txt").write_text("ok\n")
+    return ws
+
+
+def test_a_link_resolving_to_dotenv_is_refused_by_open_and_write(with_secret):
+    (with_secret / "link").symlink_to(".env")
+    with pytest.raises(ProtectedPath):
+        open_confined(with_secret, "link")
+    with pytest.raises(ProtectedPath):
+        write_atomic(with_secret, "link", b"AGENT_SANDBOX=off\n")
+    assert (with_secret / ".env").read_text() == "GEMINI_API_KEY=sk-secret\n"
+    (with_secret / "link2").symlink_to("ok.txt")  # control: the same link to a normal file works
+    assert open_confined(with_secret, "link2").read() == "ok\n"
+
+
+def test_a_link_flipped_to_dotenv_after_the_tools_check_is_refused_at_open(with_secret, monkeypatch):
+    # the file tools call refuse_protected() first; a swap after it must not reach .env
+    (with_secret / "link").symlink_to("ok.txt")
+    assert core.paths.refuse_protected(with_secret, "link") == with_secret / "ok.txt"
+    (with_secret / "link").unlink()
+    (with_secret / "link").symlink_to(".env")
+    with pytest.raises(ProtectedPath):
+        open_confined(with_secret, "link")
+
+
+def test_a_hard_link_to_dotenv_is_refused_by_identity(with_secret):
+    os.link(with_secret / ".env", with_secret / "innocent.txt")
+    with pytest.raises(ProtectedPath, match="secrets and settings file"):
+        open_confined(with_secret, "innocent.txt")
+    with pytest.raises(ProtectedPath):
+        write_atomic(with_secret, "innocent.txt", b"x")
+    assert open_confined(with_secret, "ok.txt").read() == "ok\n"
+
+
+def test_git_is_read_but_never_written(ws):
+    (ws / ".git" / "hooks").mkdir(parents=True)
+    (ws / ".git" / "config").write_text("[core]\n")
+    assert open_confined(ws, ".git/config").read() == "[core]\n"
+    for mode in ("w", "a", "r+"):
+        with pytest.raises(ProtectedPath, match="git runs hooks"):
+            open_confined(ws, ".git/config", mode)
+    with pytest.raises(ProtectedPath):
+        write_atomic(ws, ".git/hooks/pre-commit", b"#!/bin/sh\n")
+    with pytest.raises(ProtectedPath):
+        write_atomic(ws, "sub/.git/config", b"")  # a nested repository too
+    assert not (ws / ".git" / "hooks" / "pre-commit").exists()
+    write_atomic(ws, "sub/gitnotes.txt", b"fine")  # control
+    assert (ws / "sub" / "gitnotes.txt").read_bytes() == b"fine"
+
+
+def test_confined_dir_refuses_the_agents_state(ws):
+    (ws / ".agent").mkdir()
+    with pytest.raises(ProtectedPath):
+        with confined_dir(ws, ".agent"):
+            pass
+
+
+def test_openat2_and_the_component_walk_open_the_same_folders(ws, outside):
+    (ws / "sub" / "deeper").mkdir()
+    (ws / "sub" / "deeper" / "f.txt").write_text("deep\n")
+    (ws / "sub" / "out").symlink_to(outside)
+    usable = core.paths._OPENAT2.usable
+    try:
+        for walker in (True, False):
+            core.paths._OPENAT2.usable = usable and walker
+            assert open_confined(ws, "sub/deeper/f.txt").read() == "deep\n"
+            with pytest.raises(OSError) as failed:  # a link on the way, as after a swap: never followed
+                core.paths._walk_dirs(os.path.realpath(ws), ["sub", "out", "sub"], create=False)
+            assert failed.value.errno in (errno.ELOOP, errno.ENOTDIR)
+    finally:
+        core.paths._OPENAT2.usable = usable
