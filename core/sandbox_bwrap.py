@@ -3,11 +3,18 @@
 Split from ``core/sandbox.py``; see its docstring for what the mounts and namespaces cover.
 
 Hidden paths (``.env``, ``.agent``) are covered whether or not they exist: one that is missing
-gets an empty placeholder file made on the host before bwrap starts (a mount needs something to
-sit on, and bwrap would otherwise make it itself and leave it), covered read-only so code can
-create neither a file nor a folder of that name. :class:`Placeholders` removes them once no
-sandbox covering them runs any more, under per-path locks in the temporary folder, so one
-sandbox ending never uncovers the path for another still running.
+gets an empty placeholder *folder* made on the host before bwrap starts (a mount needs something
+to sit on, and bwrap would otherwise make a file itself and leave it), covered by an empty
+read-only tmpfs so code can create neither a file nor a folder of that name. A folder, because
+git does not show empty folders and the settings loader reads only a ``.env`` that is a file: a
+long-lived sandbox (the ``pyexe`` REPL) keeps its placeholder for its life, and it must not show
+in ``git status`` meanwhile. :class:`Placeholders` removes them once no sandbox covering them
+runs any more, under per-path locks in the temporary folder, so one sandbox ending never
+uncovers the path for another still running.
+
+``/etc`` is an allow-list (:data:`ETC_ALLOW`): the names programs need (users, name service,
+certificates, time zone, the dynamic loader), never ``ssh`` host keys, ``shadow`` or a root-only
+file that happens to be there.
 """
 
 from __future__ import annotations
@@ -30,10 +37,15 @@ if TYPE_CHECKING:
     from core.sandbox import SandboxPolicy
 
 #: the folders of the system bound read-only (those that exist; symlinks are recreated)
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
-#: root-only system files blanked (an agent run as root would otherwise read them)
-SECRET_SYSTEM_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers")
-SECRET_SYSTEM_DIRS = ("/etc/ssl/private", "/etc/sudoers.d")
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: what of ``/etc`` is visible (read-only): a file only when everyone may read it on the host
+ETC_ALLOW = ("passwd", "group", "hosts", "host.conf", "hostname", "nsswitch.conf", "resolv.conf", "gai.conf",
+             "services", "protocols", "networks", "localtime", "timezone", "ld.so.cache", "ld.so.conf",
+             "ld.so.conf.d", "alternatives", "ssl/certs", "ssl/openssl.cnf", "ca-certificates",
+             "ca-certificates.conf", "pki/tls/certs", "pki/ca-trust/extracted", "crypto-policies/back-ends",
+             "mime.types", "magic", "magic.mime", "locale.alias", "locale.conf", "default/locale", "os-release",
+             "lsb-release", "debian_version", "bash.bashrc", "profile", "inputrc", "gitconfig", "pip.conf",
+             "fonts", "terminfo", "mailcap", "manpath.config", "xdg")
 SANDBOX_HOME = "/tmp/home"
 #: uid the command runs as inside the sandbox when the agent itself runs as root
 SANDBOX_UID = 1000
@@ -70,7 +82,8 @@ def venv_bin() -> str:
 
 
 def hidden_paths(policy: SandboxPolicy) -> list[tuple[str, bool]]:
-    """(path, is a folder) for each hidden path inside the workspace, missing ones included.
+    """(path, is a folder) for each hidden path inside the workspace, missing ones included (as folders:
+    they get a placeholder folder).
 
     Raises :class:`SandboxError` for one that is a symbolic link: a mount cannot cover the link
     itself, and code could replace it with a file of its own.
@@ -88,8 +101,35 @@ def hidden_paths(policy: SandboxPolicy) -> list[tuple[str, bool]]:
         if os.path.islink(path):
             raise SandboxError(f"{path} is a symbolic link, which the sandbox cannot cover: code could replace it",
                                hint=f"replace the link with the file itself, or move it out of the workspace {ws}")
-        found[path] = os.path.isdir(path)
+        if policy.readonly_workspace and not os.path.lexists(path):
+            continue  # nothing can be created in a read-only workspace: no placeholder needed
+        found[path] = os.path.isdir(path) or not os.path.lexists(path)
     return sorted(found.items())
+
+
+def _etc_args() -> list[str]:
+    """An ``/etc`` of the allowed names only (files everyone may read; symlinks recreated)."""
+    args = ["--dir", "/etc"]
+    for name in ETC_ALLOW:
+        path = os.path.join("/etc", name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            args += ["--symlink", os.readlink(path), path]
+        elif stat.S_ISDIR(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_mode & stat.S_IROTH):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def git_dir(workspace: str) -> str | None:
+    """The workspace's own ``.git`` (folder or gitfile) to keep read-only, when it is inside the workspace."""
+    path = os.path.join(workspace, ".git")
+    if not os.path.lexists(path):
+        return None
+    real = os.path.realpath(path)
+    return real if (real + os.sep).startswith(workspace + os.sep) else None
 
 
 def bwrap_argv(bwrap: str, policy: SandboxPolicy, cwd: Path, argv: Sequence[str], *,
@@ -106,30 +146,30 @@ def bwrap_argv(bwrap: str, policy: SandboxPolicy, cwd: Path, argv: Sequence[str]
             args += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             args += ["--ro-bind", d, d]
-    for f in SECRET_SYSTEM_FILES:
-        if os.path.isfile(f) and not os.path.islink(f):
-            args += ["--ro-bind", "/dev/null", f]
-    for d in SECRET_SYSTEM_DIRS:
-        if os.path.isdir(d) and not os.path.islink(d):
-            args += ["--tmpfs", d, "--remount-ro", d]
+    args += _etc_args()
     if policy.network and os.path.islink("/etc/resolv.conf"):
         target = os.path.dirname(os.path.realpath("/etc/resolv.conf"))
         if os.path.isdir(target):
             args += ["--ro-bind", target, target]
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--dir", SANDBOX_HOME]
+    ws = str(policy.workspace)
+    # the workspace first, the read-only paths after it: one that lies inside the workspace stays read-only
+    args += ["--ro-bind" if policy.readonly_workspace else "--bind", ws, ws]
     if policy.python:
         for p in _python_paths():
             args += ["--ro-bind", p, p]
     for src, dest in policy.readonly_binds:
         args += ["--ro-bind", src, dest]
-    ws = str(policy.workspace)
-    args += ["--bind", ws, ws]
+    git = git_dir(ws)
+    if git is not None:  # hooks and config run unsandboxed at the person's next `git status`
+        args += ["--ro-bind", git, git]
     for path, is_dir in hidden_paths(policy):
-        # a missing one gets a placeholder file (see Placeholders): no file nor folder can be made there
+        # a missing one gets a placeholder folder (see Placeholders): no file nor folder can be made there
         args += ["--tmpfs", path, "--remount-ro", path] if is_dir else ["--ro-bind", "/dev/null", path]
     if policy.state_dir is not None:
         state = os.path.join(ws, os.path.relpath(os.path.abspath(policy.state_dir), ws))
-        if (state + os.sep).startswith(ws + os.sep) and state != ws and not os.path.islink(state):
+        if ((state + os.sep).startswith(ws + os.sep) and state != ws and not os.path.islink(state)
+                and (os.path.isdir(state) or not policy.readonly_workspace)):
             args += ["--tmpfs", state, "--remount-ro", state]
     if info_fd is not None:
         args += ["--info-fd", str(info_fd)]
@@ -138,7 +178,7 @@ def bwrap_argv(bwrap: str, policy: SandboxPolicy, cwd: Path, argv: Sequence[str]
 
 
 class Placeholders:
-    """Placeholder files for missing hidden paths, made before a sandbox starts and removed after.
+    """Placeholder folders for missing hidden paths, made before a sandbox starts and removed after.
 
     Each path has a lock pair in the temporary folder: a mutex held while placeholders are made or
     removed, and a *users* lock every running sandbox covering the path holds shared. A
@@ -152,7 +192,7 @@ class Placeholders:
 
     @classmethod
     def claim(cls, paths: Sequence[str]) -> "Placeholders":
-        """Hold the users lock of each of ``paths`` and make the missing ones (empty files)."""
+        """Hold the users lock of each of ``paths`` and make the missing ones (empty folders)."""
         held: list[tuple[str, int]] = []
         try:
             for path in paths:
@@ -244,15 +284,24 @@ def _record(path: str) -> str:
 
 def _make(path: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.mkdir(path, 0o700)
+        info = os.lstat(path)
     except OSError:
         return  # bwrap then says what is wrong with the place
-    try:
-        info = os.fstat(fd)
-    finally:
-        os.close(fd)
     with open(_record(path), "w", encoding="utf-8") as f:
         json.dump({"path": path, "dev": info.st_dev, "ino": info.st_ino}, f)
+
+
+def is_placeholder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a placeholder a sandbox made (an empty folder recorded as made by one)."""
+    path = os.path.abspath(path)
+    try:
+        with open(_record(path), encoding="utf-8") as f:
+            made = json.load(f)
+        info = os.lstat(path)
+    except (OSError, ValueError, SandboxError):
+        return False
+    return stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) == (made.get("dev"), made.get("ino"))
 
 
 def _remove(path: str) -> None:
@@ -263,9 +312,8 @@ def _remove(path: str) -> None:
         return  # no placeholder was made for it: what is there is the person's
     try:
         info = os.lstat(path)
-        if (stat.S_ISREG(info.st_mode) and info.st_size == 0
-                and (info.st_dev, info.st_ino) == (made.get("dev"), made.get("ino"))):
-            os.unlink(path)
+        if stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) == (made.get("dev"), made.get("ino")):
+            os.rmdir(path)  # only while empty: something the person put inside stays
     except OSError:
         pass
     try:

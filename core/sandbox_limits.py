@@ -3,13 +3,16 @@
 Split from ``core/sandbox.py``; see its docstring for what is covered. Why ``prlimit``: the
 limits must be set in a process of their own before bwrap starts (no ``preexec_fn`` while the
 agent runs threads), and ``RLIMIT_NPROC`` must be set *inside* the new user namespace, where it
-counts only the sandbox's processes. Root is exempt from ``RLIMIT_NPROC``, hence the cgroup.
+counts only the sandbox's processes. Root is exempt from ``RLIMIT_NPROC`` (the kernel looks at
+the host uid, which stays 0 whatever uid the sandbox shows), hence the cgroup, and where no
+``pids`` cgroup is writable the watchdog (:class:`ProcessWatch`).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import select
 import shutil
 import threading
 import time
@@ -28,6 +31,19 @@ class Limits:
     memory_bytes: int | None = 4 << 30  # address space per process; Python + numpy fit easily
     file_bytes: int | None = 1 << 30
     processes: int | None = 256
+    #: root: cap the processes with a pids cgroup when one is writable (False: the watchdog does)
+    pids_cgroup: bool = True
+
+
+def process_cap(limits: Limits) -> str | None:
+    """How the number of processes is capped for ``limits``, in words; ``None`` when it is not."""
+    if limits.processes is None:
+        return None
+    if nproc_prefix(limits):
+        return "RLIMIT_NPROC in the sandbox's user namespace"
+    if os.geteuid() == 0 and limits.pids_cgroup and PidsCgroup.available():
+        return "pids cgroup"
+    return "watchdog: the sandbox is killed when it passes the cap"
 
 
 def nproc_prefix(limits: Limits) -> list[str]:
@@ -85,8 +101,68 @@ def _preexec(limits: Limits, cgroup_procs: str | None) -> Callable[[], None]:
     return apply
 
 
+class ProcessWatch:
+    """Kills a sandbox whose processes pass ``limit``: the cap when neither RLIMIT_NPROC nor a cgroup can be had.
+
+    Counts the PIDs in the sandbox's own ``/proc`` (seen from the host through its PID 1's root)
+    every ``interval_s``; a count is trusted only while that PID 1 (``inner_pidfd``) still runs,
+    so a reused pid is never read. ``kill`` ends the whole sandbox.
+    """
+
+    def __init__(self, inner_pid: int, inner_pidfd: int, limit: int, kill: Callable[[], None],
+                 interval_s: float = 0.02) -> None:
+        self.limit, self.tripped = limit, False
+        self._proc_dir = f"/proc/{inner_pid}/root/proc"
+        self._host_proc = os.stat("/proc").st_dev
+        self._pidfd, self._kill, self._interval = inner_pidfd, kill, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sandbox-process-watch", daemon=True)
+        self._thread.start()
+
+    def _ended(self) -> bool:
+        poller = select.poll()  # poll, not select: a descriptor past 1023 is fine
+        poller.register(self._pidfd, select.POLLIN)
+        return bool(poller.poll(0))
+
+    def _count(self) -> int | None:
+        """The sandbox's processes now; ``None`` when they cannot be counted this time."""
+        try:
+            # until the sandbox has mounted its own /proc, this path shows the host's (or nothing)
+            if os.stat(self._proc_dir).st_dev == self._host_proc:
+                return None
+            with os.scandir(self._proc_dir) as entries:
+                n = sum(1 for e in entries if e.name.isdigit())
+        except OSError:
+            return None
+        return None if self._ended() else n  # read from a reused pid: not this sandbox's
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self._interval):
+                if self._ended():
+                    return
+                n = self._count()
+                if n is not None and n > self.limit:
+                    break
+            else:
+                return
+        except Exception:  # noqa: BLE001 - a watchdog that cannot watch ends the sandbox (fails closed)
+            pass
+        self.tripped = True
+        self._kill()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
+
+
 class PidsCgroup:
     """A ``pids`` cgroup capping the process count, for root (whom RLIMIT_NPROC does not bind)."""
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls._own_pids_dir() is not None
 
     def __init__(self, max_pids: int) -> None:
         self.path: str | None = None

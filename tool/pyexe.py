@@ -14,6 +14,7 @@ catches the exception, or is stuck in C) is killed with its whole sandbox, as on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -62,8 +63,7 @@ class PythonSession:
     def __init__(self, settings: Any, *, policy: sandbox.SandboxPolicy | None = None) -> None:
         base = policy or sandbox.SandboxPolicy.from_settings(settings)
         # CPU seconds add up over a REPL's life, so only the per-call wall timeout bounds time
-        limits = sandbox.Limits(cpu_s=None, memory_bytes=base.limits.memory_bytes,
-                                file_bytes=base.limits.file_bytes, processes=base.limits.processes)
+        limits = dataclasses.replace(base.limits, cpu_s=None)
         binds = base.readonly_binds + ((DRIVER, DRIVER_IN_SANDBOX),) if base.confined else base.readonly_binds
         self.policy = base.replace(limits=limits, readonly_binds=binds, python=True)
         self.timeout_s = base.timeout_s

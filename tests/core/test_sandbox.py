@@ -185,7 +185,8 @@ def test_sandbox_status_says_when_it_is_off(tmp_path: Path) -> None:
 def test_sandbox_status_names_bwrap_and_the_network(tmp_path: Path) -> None:
     require_bwrap()
     status = sandbox.sandbox_status(settings_for(tmp_path / "ws", shell_network=True))
-    assert status.startswith("sandbox: bubblewrap") and status.endswith("network on")
+    assert status.startswith("sandbox: bubblewrap") and "network on; limits: cpu 300 s" in status
+    assert status.endswith(f"processes 256 ({sandbox.process_cap(sandbox.Limits())})")
 
 
 def test_policy_from_settings_hides_the_agent_state_and_dotenv(tmp_path: Path) -> None:
@@ -293,12 +294,16 @@ def test_code_cannot_create_a_dotenv_that_turns_the_sandbox_off(tmp_path: Path,
     monkeypatch.chdir(ws)  # `--workspace .`: settings read .env from here
     monkeypatch.delenv("AGENT_SANDBOX", raising=False)
     policy = sandbox.SandboxPolicy.from_settings(load_settings(workspace="."))
-    result = sandbox.run("echo AGENT_SANDBOX=off > .env; rm -f .env; mkdir .env; ls -A", policy)
-    assert ".env: Permission denied" in result.stderr and "Device or resource busy" in result.stderr
+    result = sandbox.run("echo AGENT_SANDBOX=off > .env; echo AGENT_SANDBOX=off > .env/x; rmdir .env; "
+                         "rm -rf .env; mkdir .env; ls -A", policy)
+    assert ".env: Is a directory" in result.stderr and ".env/x: Read-only file system" in result.stderr
+    assert "rmdir: failed to remove '.env': Device or resource busy" in result.stderr
     assert "mkdir: cannot create directory" in result.stderr
     assert result.stdout.split() == [".agent", ".env"]  # the covered placeholder, inside
     assert not (ws / ".env").exists()  # and nothing left behind on the host
     assert load_settings(workspace=".").sandbox != "off"
+    # control: the same command on another name does what it says
+    assert sandbox.run("echo AGENT_SANDBOX=off > env.txt", policy).ok and (ws / "env.txt").read_text()
 
 
 def test_a_placeholder_stays_while_another_sandbox_covers_it_and_goes_with_the_last(tmp_path: Path) -> None:
@@ -307,7 +312,8 @@ def test_a_placeholder_stays_while_another_sandbox_covers_it_and_goes_with_the_l
     policy = sandbox.SandboxPolicy.from_settings(settings)
     dotenv = settings.workspace_root / ".env"
     with sandbox.start(["sh", "-c", "read line; echo x > .env; echo $?"], policy, stderr=False) as first:
-        assert dotenv.is_file() and dotenv.stat().st_size == 0  # the mount point, for the time of the call
+        # the mount point, for the time of the call: an empty folder (git does not show it; settings skip it)
+        assert dotenv.is_dir() and os.listdir(dotenv) == [] and sandbox.is_placeholder(dotenv)
         assert sandbox.run("true", policy).ok
         assert dotenv.exists()  # the first sandbox still covers it
         first.stdin.write(b"go\n")
@@ -357,3 +363,92 @@ def test_sandboxes_ending_around_a_running_one_never_uncover_it_and_leave_nothin
         assert long_one.stdout.readline() != b"0\n"
     assert not dotenv.exists()
     assert [kind for kind in ("mutex", "users", "json") if os.path.exists(_lock_path(str(dotenv), kind))] == []
+
+
+def test_no_placeholder_shows_in_git_status_during_or_after_sandboxed_calls(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    require_bwrap()
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    (ws / ".gitignore").write_text(".agent/\n")  # the state folder is another matter (issue 16)
+    monkeypatch.chdir(ws)  # `--workspace .`: the .env settings would read is here
+    policy = sandbox.SandboxPolicy.from_settings(load_settings(workspace="."))
+
+    def status() -> str:
+        return subprocess.run(["git", "status", "--porcelain"], cwd=ws, capture_output=True, text=True).stdout
+
+    clean = status()
+    assert sandbox.run("echo work > work.txt", policy).ok  # control: the call did its work
+    assert status() == clean + "?? work.txt\n" and not os.path.lexists(ws / ".env")
+    with sandbox.start(["sh", "-c", "read line; echo x > .env; echo $?"], policy, stderr=False) as repl:
+        assert (ws / ".env").is_dir()  # covered for the long-lived sandbox's life...
+        assert status() == clean + "?? work.txt\n"  # ...as an empty folder git does not show
+        repl.stdin.write(b"go\n")
+        repl.stdin.flush()
+        assert repl.stdout.readline() != b"0\n"  # and still cannot be written
+    assert not os.path.lexists(ws / ".env")
+
+
+def test_a_workspace_holding_the_agent_or_home_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "the agent's own project folder" in (sandbox.workspace_problem(sandbox.PROJECT_ROOT) or "")
+    assert "contains the agent's own project folder" in (sandbox.workspace_problem(sandbox.PROJECT_ROOT.parent) or "")
+    assert "Python environment" in (sandbox.workspace_problem(sys.prefix) or "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "code").mkdir(parents=True)
+    assert "your home folder" in (sandbox.workspace_problem(tmp_path / "home") or "")
+    assert sandbox.workspace_problem(tmp_path / "home" / "code") is None  # a project inside home is fine
+    assert sandbox.workspace_problem(sandbox.PROJECT_ROOT / "workspace") is None  # the default one too
+    with pytest.raises(SandboxError, match="your home folder"):
+        sandbox.SandboxPolicy(workspace=tmp_path / "home")
+    sandbox.SandboxPolicy(workspace=tmp_path / "home", confined=False)  # AGENT_SANDBOX=off: the person's call
+
+
+def test_git_stays_readable_but_not_writable_inside(tmp_path: Path) -> None:
+    require_bwrap()
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    settings = settings_for(tmp_path / "ws")
+    ws = settings.workspace_root
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    subprocess.run(["git", "-C", str(ws), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "first"], check=True)
+    policy = sandbox.SandboxPolicy.from_settings(settings)
+    read = sandbox.run("git log --format=%s && echo new > new.txt && git status --short", policy)
+    assert read.ok and "first" in read.stdout and "new.txt" in read.stdout
+    write = sandbox.run("git config core.fsmonitor 'touch /tmp/x' || echo refused; "
+                        "echo x > .git/hooks/pre-commit || echo refused", policy)
+    assert write.stdout.count("refused") == 2 and "fsmonitor" not in (ws / ".git" / "config").read_text()
+
+
+def test_a_watchdog_caps_processes_where_no_rlimit_or_cgroup_can(tmp_path: Path) -> None:
+    require_bwrap()
+    settings = settings_for(tmp_path / "ws")
+    policy = sandbox.SandboxPolicy.from_settings(settings, limits=sandbox.Limits(processes=16, pids_cgroup=False))
+    over = sandbox.run("for i in $(seq 40); do sleep 5 & done; sleep 3; echo survived", policy, timeout_s=30)
+    under = sandbox.run("for i in $(seq 8); do sleep 0.2 & done; wait; echo fine", policy)
+    assert under.ok and "fine" in under.stdout
+    if os.geteuid() == 0:  # root: the watchdog ends it
+        assert "survived" not in over.stdout and over.exit_code is None
+        assert over.killed_reason == "process limit (16)"
+        assert sandbox.process_cap(policy.limits) == "watchdog: the sandbox is killed when it passes the cap"
+    else:  # an ordinary user: RLIMIT_NPROC in the user namespace makes fork fail
+        assert "Resource temporarily unavailable" in over.stderr
+        assert sandbox.process_cap(policy.limits) == "RLIMIT_NPROC in the sandbox's user namespace"
+
+
+def test_etc_is_an_allow_list(tmp_path: Path) -> None:
+    require_bwrap()
+    policy = sandbox.SandboxPolicy.from_settings(settings_for(tmp_path / "ws"))
+    result = sandbox.run("ls /etc", policy)
+    shown = set(result.stdout.split())
+    assert shown and shown <= set(n.split("/")[0] for n in __import__("core.sandbox_bwrap").sandbox_bwrap.ETC_ALLOW)
+    assert "passwd" in shown and "shadow" not in shown and "ssh" not in shown
