@@ -57,7 +57,7 @@ def build_registry(settings: Settings, *, tools: Sequence[Tool] = (), memory: "M
     if settings.enable_data_view:
         from tool.data_view import data_view_tool
 
-        registry.register(data_view_tool(root))
+        registry.register(data_view_tool(root, settings=settings))
     if memory is not None:
         from tool.memory import memory_tool
 
