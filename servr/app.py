@@ -3,6 +3,14 @@
 ``create_app(settings, engine)`` builds everything it needs (queue, metrics registry, renderer,
 embedder) and keeps it on ``app.state.server``: two apps in one process share nothing. The app
 does not own the engine: whoever loaded it closes it.
+
+Every request passes :class:`_HostOriginGuard` first: with no API key (the default) any web page
+the person opens could otherwise drive the server, by DNS rebinding (a name of the attacker's
+that resolves to 127.0.0.1: the browser then sends ``Host: evil.example``) or by a cross-origin
+``fetch``. Accepted, like Ollama's ``OLLAMA_HOST``/``OLLAMA_ORIGINS``: a ``Host`` that is an IP
+address, ``localhost`` (or ``*.localhost``), the bind address, or a name in
+``AGENT_ALLOWED_HOSTS``; no ``Origin`` (programs, curl, SDKs), a loopback origin, or one in
+``AGENT_CORS_ORIGINS``. ``*`` in either list turns that check off.
 """
 
 from __future__ import annotations
@@ -10,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
+import json
 import time
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
@@ -137,7 +148,8 @@ def _v1_routes() -> APIRouter:
         s = _state(request)
         model = s.check_model(req.model)
         plan = await asyncio.to_thread(chat.plan_chat, req, s.engine, s.renderer)
-        stream = GenerationStream(s.scheduler, s.engine, plan.prompt, plan.params, plan.stops, s.metrics)
+        stream = GenerationStream(s.scheduler, s.engine, plan.prompt, plan.params, plan.stops, s.metrics,
+                                  progress=plan.return_progress)
         make = chat.stream_chunks if req.stream else chat.complete
         return await _run(request, stream, lambda: make(stream, plan, model), req.stream)
 
@@ -215,6 +227,79 @@ def _route_label(scope: Any) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_name(value: str) -> str:
+    """The host name of a ``Host`` header (``[::1]:8000`` → ``::1``), lower-cased."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value[1:]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _loopback_name(name: str) -> bool:
+    return name == "localhost" or name.endswith(".localhost") or (_is_ip(name) and ipaddress.ip_address(name).is_loopback)
+
+
+class _HostOriginGuard:
+    """ASGI middleware refusing (403) a ``Host`` or an ``Origin`` that is not allowed (see the module doc)."""
+
+    def __init__(self, app: Any, *, bind_host: str, allowed_hosts: list[str], allowed_origins: list[str]) -> None:
+        self.app = app
+        self.any_host = "*" in allowed_hosts
+        self.hosts = {h.strip().lower() for h in allowed_hosts if h.strip()} | {bind_host.strip().lower()}
+        self.any_origin = "*" in allowed_origins
+        self.origins = {o.strip().rstrip("/").lower() for o in allowed_origins if o.strip()}
+
+    def host_allowed(self, header: str | None) -> bool:
+        if header is None or self.any_host:
+            return True
+        name = _host_name(header)
+        return _is_ip(name) or _loopback_name(name) or name in self.hosts
+
+    def origin_allowed(self, header: str | None) -> bool:
+        if header is None or self.any_origin:
+            return True
+        origin = header.strip().rstrip("/").lower()
+        if origin in self.origins:
+            return True
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and _loopback_name((parts.hostname or "").lower())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host, origin = headers.get("host"), headers.get("origin")
+        if not self.host_allowed(host):
+            message = (f"Host {host!r} is not allowed: this server answers loopback names and IP addresses "
+                       "(a web page could otherwise reach it through DNS rebinding). To allow a name, add it "
+                       "to AGENT_ALLOWED_HOSTS.")
+            await _refuse(send, message, "host_not_allowed")
+            return
+        if not self.origin_allowed(origin):
+            message = (f"Origin {origin!r} is not allowed: requests from web pages are accepted only from "
+                       "loopback origins. To allow a site, add its origin to AGENT_CORS_ORIGINS.")
+            await _refuse(send, message, "origin_not_allowed")
+            return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Any, message: str, code: str) -> None:
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                 "code": code}}).encode()
+    await send({"type": "http.response.start", "status": 403,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class _CountRequests:
     """ASGI middleware counting answered requests by route and status (streams included)."""
 
@@ -264,5 +349,7 @@ def create_app(settings: Settings, engine: Engine, *, health_extra: dict[str, An
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(_HostOriginGuard, bind_host=settings.host, allowed_hosts=list(settings.allowed_hosts),
+                       allowed_origins=list(settings.cors_origins))
     app.add_middleware(_CountRequests, metrics=metrics)
     return app

@@ -48,7 +48,7 @@ def asgi(app: Any, method: str, url: str, **kwargs: Any) -> httpx.Response:
 
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             return await client.request(method, url, **kwargs)
 
     return asyncio.run(go())
