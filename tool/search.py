@@ -7,9 +7,11 @@ and Python's ``re`` otherwise; both give the same matches in the same order, so 
 sees which one ran. Patterns use Python ``re`` syntax: a pattern ripgrep cannot parse (a
 lookaround, a backreference) is searched by the Python backend instead.
 
-ripgrep walks by path names, so a folder swapped for a symlink *during* a search could be read
-through; results whose path no longer resolves inside the workspace are dropped. The Python
-backend reads through descriptors and cannot be led out at all.
+ripgrep walks by path names, so it runs **inside the sandbox** (``core.sandbox``): the workspace
+read-only, ``.env`` and ``.agent`` covered, nothing else of the machine visible, no network. A
+folder swapped for a symlink during a search then leads nowhere the sandbox does not show.
+Where the sandbox cannot start (no bwrap, ``AGENT_SANDBOX=off``), the Python backend answers: it
+reads through descriptors and cannot be led out at all.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import stat
-import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -30,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator, Sequence
 
-from core.errors import ToolError
+from core import sandbox
+from core.errors import SandboxError, ToolError
 from core.paths import (DIR_FLAGS, PROTECTED, PathEscape, confined_dir, refuse_protected, relative_to_workspace,
                         resolve_in_workspace)
 
@@ -43,6 +45,8 @@ MAX_SEARCH_FILE_BYTES = 2 * 1024 * 1024
 LINE_CHARS = 200
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+#: where the ripgrep binary is bound inside the sandbox
+RG_IN_SANDBOX = "/run/agent/rg"
 
 
 # --- the walk --------------------------------------------------------------------------------
@@ -245,10 +249,12 @@ def compile_pattern(pattern: str, ignore_case: bool) -> re.Pattern[str]:
 
 
 def search(root: Path, pattern: str, *, path: str = ".", glob: str | None = None, ignore_case: bool = False,
-           max_results: int = 100, rg: str | None = "auto", time_limit_s: float = 30.0) -> SearchResult:
+           max_results: int = 100, rg: str | None = "auto", time_limit_s: float = 30.0,
+           confined: bool = True) -> SearchResult:
     """Lines matching ``pattern`` in the files below ``path`` (or in the file ``path``).
 
     ``rg``: ``"auto"`` finds ripgrep on PATH, a path uses that binary, ``None`` forces Python.
+    ripgrep runs only in the sandbox; ``confined=False`` (``AGENT_SANDBOX=off``) means Python.
     """
     regex = compile_pattern(pattern, ignore_case)
     matcher = compile_glob(glob) if glob else None
@@ -258,12 +264,21 @@ def search(root: Path, pattern: str, *, path: str = ".", glob: str | None = None
     if not real.is_dir() and not real.is_file():
         raise ToolError(f"{path!r} is not a regular file (a device, pipe or socket)",
                         hint="search a folder or a regular file")
-    binary = shutil.which("rg") if rg == "auto" else rg
+    binary = (find_rg() if rg == "auto" else rg) if confined else None
     if binary:
         found = _search_rg(binary, root, real, pattern, ignore_case, matcher, glob, regex, max_results, time_limit_s)
         if found is not None:
             return found
     return _search_python(root, real, regex, matcher, max_results, time_limit_s)
+
+
+def find_rg() -> str | None:
+    """ripgrep from PATH, else the one beside the agent's interpreter (the PyPI ``ripgrep`` package)."""
+    found = shutil.which("rg")
+    if found:
+        return found
+    beside = os.path.join(os.path.dirname(sys.executable), "rg")
+    return beside if os.path.isfile(beside) and os.access(beside, os.X_OK) else None
 
 
 def _shorten(line: str, start: int) -> str:
@@ -359,17 +374,22 @@ def _search_rg(binary: str, root: Path, real: Path, pattern: str, ignore_case: b
     matches: list[Match] = []
     more = False
     checked: dict[str, bool] = {}
-    with confined_dir(root, folder) as fd:
-        # start ripgrep in the folder we opened without following links, not in a path that
-        # could be swapped before it starts (Linux: the child's /proc/self/fd names our descriptor)
-        cwd = f"/proc/self/fd/{fd}" if os.path.isdir(f"/proc/self/fd/{fd}") else str(real if is_dir else real.parent)
-        try:
-            proc = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True, pass_fds=(fd,))
-        except OSError:
-            return None  # not executable after all, or gone: the Python backend answers
+    if not os.access(binary, os.X_OK):
+        return None  # not a program after all: the Python backend answers
+    with confined_dir(root, folder):  # refuses a protected or linked folder with the usual message
+        pass
+    real_root = Path(os.path.realpath(root))
+    policy = sandbox.SandboxPolicy(
+        workspace=real_root, readonly_workspace=True, python=False, network=False,
+        hidden=tuple(real_root / name for name in PROTECTED), state_dir=real_root / ".agent",
+        readonly_binds=((os.path.realpath(binary), RG_IN_SANDBOX),), timeout_s=time_limit_s + 30,
+        limits=sandbox.Limits(cpu_s=int(time_limit_s) + 5, processes=64), output_bytes=64 * 1024)
+    try:
+        proc = sandbox.start([RG_IN_SANDBOX, *args[1:]], policy, cwd=folder)
+    except (SandboxError, PathEscape, ToolError):
+        return None  # no sandbox here (or the folder is gone): the Python backend answers
     # a search that runs long is ended by killing ripgrep; what it found so far is kept
-    timer = threading.Timer(time_limit_s, _kill_group, (proc,))
+    timer = threading.Timer(time_limit_s, proc.stop)
     timer.start()
     # stderr is drained meanwhile (keeping its start, for pattern errors): ripgrep blocks on a
     # full pipe, and a tree full of unreadable folders writes a line for each
@@ -407,15 +427,15 @@ def _search_rg(binary: str, root: Path, real: Path, pattern: str, ignore_case: b
             matches.append(Match(wpath, int(data["line_number"]), _shorten(line, hit.start() if hit else 0)))
     finally:
         timer.cancel()
-        if proc.poll() is None:
-            _kill_group(proc)
-        proc.wait()
+        if proc.alive:
+            proc.stop()
+        code = proc.wait(30.0)
         drain.join()
-        assert proc.stdout is not None
-        proc.stdout.close()
+        proc.kill()
     err = bytes(errors)
-    stopped = not more and proc.returncode == -9
-    if proc.returncode == 2 and not matches and _is_pattern_error(err):
+    stopped = not more and code == -9
+    if not matches and code not in (0, 1) and (b"bwrap: execvp" in err or _is_pattern_error(err)):
+        return None  # it could not start in the sandbox, or cannot take this pattern: Python answers
         return None
     return SearchResult(matches, more, "ripgrep", stopped_early=stopped)
 
@@ -428,11 +448,6 @@ def _drain(stream: IO[bytes] | None, keep: bytearray, limit: int = 64 * 1024) ->
         for chunk in iter(lambda: stream.read(65536), b""):
             if len(keep) < limit:
                 keep += chunk[: limit - len(keep)]
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # its own session: nothing it started outlives it
 
 
 def _rg_text(obj: dict[str, str]) -> str:

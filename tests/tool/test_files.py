@@ -5,7 +5,6 @@ from __future__ import annotations
 import codecs
 import json
 import os
-import shutil
 import stat
 import time
 from pathlib import Path
@@ -18,10 +17,10 @@ from core.paths import PathEscape
 from core.tools import ToolResult
 from tool.files import FileTools, file_tools
 from tool.registry import ToolRegistry
-from tool.search import compile_glob, search
+from tool.search import compile_glob, find_rg, search
 
-RG = shutil.which("rg")
-needs_rg = pytest.mark.skipif(RG is None, reason="ripgrep (rg) is not installed: apt-get install -y ripgrep")
+RG = find_rg()
+needs_rg = pytest.mark.skipif(RG is None, reason="ripgrep (rg) is not installed: pip install ripgrep (the dev extra)")
 
 
 @pytest.fixture
