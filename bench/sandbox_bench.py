@@ -1,26 +1,29 @@
-"""Sandbox figures: what bubblewrap adds to one shell call and one pyexe round trip.
+"""Sandbox figures: what bubblewrap adds to one shell call and one pyexe round trip, and the attack suite.
 
-    .venv/bin/python bench/sandbox_bench.py [--repeat 40] [--rounds 3] [--no-attacks]
+    .venv/bin/python bench/sandbox_bench.py [--repeat 40] [--rounds 3] [--no-attacks] [--no-timings]
 
 Each figure is measured twice in the same run: through the sandbox (``AGENT_SANDBOX=on``) and
 unconfined with the same limits, timeout and output capture (``AGENT_SANDBOX=off``, the peer),
 alternating, in ``--rounds`` rounds of ``--repeat`` calls. Shown: the median and 90th percentile
 milliseconds of the round with the lowest median (the least disturbed by other work on a shared
 machine), the difference and the ratio.
-Then the attack suite (``tests/tool/test_attacks.py``) is run and its attacks counted.
+Then every case of the attack suite (``tests/tool/attack_cases.py``) is run twice: confined (the
+product) and unconfined (``AGENT_SANDBOX=off``, file tools that just ``open()`` their path, the
+server's Host/Origin guard off). The table counts, per group, the attacks blocked confined, the
+attacks that succeed unconfined (what shows the suite can fail), and the controls that work
+confined and unconfined.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,14 +48,64 @@ def p90(values: list[float]) -> float:
     return sorted(values)[int(0.9 * (len(values) - 1))]
 
 
-def count_attacks() -> tuple[int, int, str]:
-    """(tried, blocked, pytest's summary line) from the attack suite."""
-    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/tool/test_attacks.py", "-q", "-p", "no:cacheprovider"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip()[-200:]
-    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)}
-    tried = sum(counts.values())
-    return tried, counts.get("passed", 0), summary
+def run_case(case: Any, confined: bool) -> tuple[str, Any, Any]:
+    """(``"ran"`` or the reason it was skipped, the attack's Outcome, the control's Outcome)."""
+    from attack_cases import Lab, Outcome
+
+    with tempfile.TemporaryDirectory() as tmp:
+        attack_lab, control_lab = Lab(Path(tmp) / "attack", confined), Lab(Path(tmp) / "control", confined)
+        try:
+            reason = case.needs(attack_lab)
+            if reason:
+                return reason, None, None
+            outcomes = []
+            for fn, lab in ((case.attack, attack_lab), (case.control, control_lab)):
+                try:
+                    outcomes.append(fn(lab))
+                except Exception as exc:  # a crash of the attack or the control: it did not succeed
+                    outcomes.append(Outcome(False, f"raised {type(exc).__name__}: {exc}"))
+            return "ran", outcomes[0], outcomes[1]
+        finally:
+            attack_lab.close()
+            control_lab.close()
+
+
+def attack_table(verbose: bool) -> list[str]:
+    """Every case confined and unconfined; the table's lines."""
+    sys.path.insert(0, str(ROOT / "tests" / "tool"))
+    from attack_cases import CASES
+
+    groups: dict[str, list[int]] = {}
+    skipped: list[str] = []
+    for case in CASES:
+        status, attack_on, control_on = run_case(case, True)
+        if status != "ran":
+            skipped.append(f"{case.name}: {status}")
+            continue
+        _, attack_off, control_off = run_case(case, False)
+        row = groups.setdefault(case.item, [0, 0, 0, 0, 0])
+        row[0] += 1
+        row[1] += not attack_on.succeeded
+        row[2] += attack_off.succeeded
+        row[3] += control_on.succeeded
+        row[4] += control_off.succeeded
+        if verbose or attack_on.succeeded or not control_on.succeeded:
+            print(f"  [{case.item}] {case.name}: confined {'SUCCEEDED' if attack_on.succeeded else 'blocked'} "
+                  f"({attack_on.detail[:90]}); unconfined {'succeeded' if attack_off.succeeded else 'failed'} "
+                  f"({attack_off.detail[:60]}); control {'ok' if control_on.succeeded else 'FAILED'}", flush=True)
+    names = {"1": "1 protected names raced", "2": "2 workspace holds the agent", "3": "3 .git writable",
+             "4": "4 process cap, /etc", "5": "5 data_view in-process", "6": "6 server Host/Origin",
+             "7": "7 ripgrep on the host"}
+    lines = [f"{'group':30} {'attacks':>7} {'blocked on':>10} {'succeed off':>11} {'controls on':>11} "
+             f"{'controls off':>12}"]
+    total = [0, 0, 0, 0, 0]
+    for item in sorted(groups, key=lambda k: (not k.isdigit(), k)):
+        row = groups[item]
+        total = [a + b for a, b in zip(total, row)]
+        lines.append(f"{names.get(item, item):30} {row[0]:7} {row[1]:10} {row[2]:11} {row[3]:11} {row[4]:12}")
+    lines.append(f"{'all':30} {total[0]:7} {total[1]:10} {total[2]:11} {total[3]:11} {total[4]:12}")
+    lines += [f"skipped: {s}" for s in skipped]
+    return lines
 
 
 def main() -> None:
@@ -60,10 +113,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-attacks", action="store_true", help="skip running the attack suite")
+    parser.add_argument("--no-timings", action="store_true", help="skip the timings")
+    parser.add_argument("--verbose", action="store_true", help="a line per attack")
     args = parser.parse_args()
     path, reason = sandbox.bwrap_problem()
     if path is None:
         sys.exit(f"bubblewrap cannot run here: {reason}")
+    print(f"bwrap: {path}; uid {os.geteuid()}; {sandbox.limits_line(sandbox.Limits())}")
+    if not args.no_timings:
+        timings(args)
+    if not args.no_attacks:
+        print("attack suite (tests/tool/attack_cases.py), each attack confined and unconfined:")
+        for line in attack_table(args.verbose):
+            print(line)
+
+
+def timings(args: Any) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp) / "ws"
@@ -103,15 +168,11 @@ def main() -> None:
         finally:
             py_on.close()
             py_off.close()
-    print(f"bwrap: {path}")
     print(f"{'call':32} {'off med':>9} {'off p90':>9} {'on med':>9} {'on p90':>9} {'added':>8} {'ratio':>6}")
     for name, off_med, off_p90, on_med, on_p90 in rows:
         print(f"{name:32} {off_med:9.2f} {off_p90:9.2f} {on_med:9.2f} {on_p90:9.2f} {on_med - off_med:8.2f} "
               f"{on_med / off_med:6.1f}")
     print("(milliseconds; 'off' is AGENT_SANDBOX=off with the same limits, timeout and capture)")
-    if not args.no_attacks:
-        tried, blocked, summary = count_attacks()
-        print(f"attack suite: {tried} attacks tried, {blocked} blocked ({summary})")
 
 
 if __name__ == "__main__":
