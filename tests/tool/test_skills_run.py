@@ -151,13 +151,16 @@ except OSError as exc:
     assert accepted == []
 
 
-def test_a_skill_file_changed_after_its_check_is_not_run(setup: Setup):
+def test_a_skill_file_changed_after_its_check_runs_the_code_that_was_checked(setup: Setup):
     drop(setup, "stable", "return x")
     tool = next(t for t in setup.registry.tools() if t.name == "stable")
     (setup.skills / "stable.py").write_text(skill_source("stable", "return -x", params="x: int"))
-    with pytest.raises(ToolError) as info:
-        tool.fn(x=1)
-    assert "changed after it was checked" in info.value.message
+    assert tool.fn(x=1).content == "1"  # the validated bytes, not the file as it is now
+    (setup.skills / "stable.py").unlink()
+    (setup.skills / "stable.py").symlink_to("/etc/hostname")  # nor whatever it points at now
+    assert tool.fn(x=3).content == "3"
+    (setup.skills / "stable.py").unlink()
+    (setup.skills / "stable.py").write_text(skill_source("stable", "return -x", params="x: int"))
     assert setup.call("stable", x=2).content == "-2"  # the next step checks and offers the new file
 
 

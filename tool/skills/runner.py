@@ -1,7 +1,8 @@
 """Running skills: each call is a fresh sandboxed process (``runner_main.py``), JSON in and out.
 
-The skill's file is bound read-only at ``/run/agent/skill/<name>.py`` and the runner checks its
-hash before running it, so the code that runs is the code that was validated. Failures — an
+The bytes that were validated are copied to a private temporary file, bound read-only at
+``/run/agent/skill/<name>.py``, and the runner checks their hash before running them, so the
+code that runs is the code that was validated: never the workspace file as it is at call time. Failures — an
 exception, a value JSON cannot carry, a timeout, a killed process — come back as
 :class:`core.errors.ToolError` with what happened; never as a success.
 """
@@ -11,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import site
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,23 +67,30 @@ class SkillRunner:
         file that no longer matches is refused. Setting ``cancel`` kills the process (and all it
         started) within about 0.1 s. Raises :class:`ToolError` when nothing ran, or it was stopped.
         """
-        host_path = os.path.realpath(file)
         if data is None:
-            data = Path(host_path).read_bytes()
-        confined = self.policy.confined
-        inside = f"{SKILL_DIR_IN_SANDBOX}/{name}.py" if confined else host_path
-        runner = RUNNER_IN_SANDBOX if confined else str(RUNNER)
-        policy = self.policy
-        if confined:
-            policy = policy.replace(readonly_binds=policy.readonly_binds + ((str(RUNNER), RUNNER_IN_SANDBOX),
-                                                                               (host_path, inside)))
-        request = {"path": inside, "sha256": hashlib.sha256(data).hexdigest(), "function": function,
-                   "module": f"skill_{name}", "calls": [dict(c) for c in calls], "site_dirs": self.site_dirs}
+            data = Path(file).read_bytes()
+        # the validated bytes run, from a private copy: never a path in the workspace, which
+        # sandboxed code could have swapped (for a link, or other code) since it was checked
+        staging = tempfile.mkdtemp(prefix="skill-run-")
         try:
-            result = sandbox.run([sys.executable, "-I", "-S", runner], policy, stdin=json.dumps(request),
-                                 timeout_s=self.timeout_s, cancel=cancel)
-        except SandboxError as exc:
-            raise ToolError(f"cannot run skill {name}: {exc.message}", hint=exc.hint) from None
+            staged = Path(staging) / f"{name}.py"
+            staged.write_bytes(data)
+            confined = self.policy.confined
+            inside = f"{SKILL_DIR_IN_SANDBOX}/{name}.py" if confined else str(staged)
+            runner = RUNNER_IN_SANDBOX if confined else str(RUNNER)
+            policy = self.policy
+            if confined:
+                policy = policy.replace(readonly_binds=policy.readonly_binds + ((str(RUNNER), RUNNER_IN_SANDBOX),
+                                                                                   (str(staged), inside)))
+            request = {"path": inside, "sha256": hashlib.sha256(data).hexdigest(), "function": function,
+                       "module": f"skill_{name}", "calls": [dict(c) for c in calls], "site_dirs": self.site_dirs}
+            try:
+                result = sandbox.run([sys.executable, "-I", "-S", runner], policy, stdin=json.dumps(request),
+                                     timeout_s=self.timeout_s, cancel=cancel)
+            except SandboxError as exc:
+                raise ToolError(f"cannot run skill {name}: {exc.message}", hint=exc.hint) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         stderr = result.stderr.strip()
         if result.killed_reason == "cancelled":
             raise ToolError(f"skill {name} was stopped by the person (Ctrl-C) after {result.duration_s:.2f} s; "
