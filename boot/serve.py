@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import socket
 import sys
@@ -281,6 +282,7 @@ def _serve_on(settings: Settings, sock: socket.socket) -> int:
                      settings.api_key is not None), flush=True)
         if resolved.warning:  # again, below the banner, where it is seen
             print(f"!!! {resolved.warning}", file=sys.stderr, flush=True)
+        show_request_log(settings.log_level)
         server = _ReadyServer(uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
                                              timeout_graceful_shutdown=5))
         previous = signal.signal(signal.SIGTERM, _interrupt)  # uvicorn re-raises it after its graceful stop
@@ -294,6 +296,19 @@ def _serve_on(settings: Settings, sock: socket.socket) -> int:
     finally:
         engine.close()
     return EXIT_OK
+
+
+def show_request_log(level: str) -> None:
+    """One line per generation on stderr (prompt tokens, cached, speeds, finish): shown unless the
+    log level is ERROR, since a long prompt otherwise looks like a hung server."""
+    logger = logging.getLogger("servr.requests")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s request: %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.ERROR if level == "ERROR" else logging.INFO)
+    logger.propagate = False
 
 
 def _interrupt(signum: int, frame: object) -> None:

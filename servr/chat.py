@@ -16,7 +16,7 @@ from core.messages import new_call_id
 from servr.chat_template import ChatRenderer, TemplateError
 from servr.engines.base import Constraint, Engine, SamplingParams, TokenLogprob, ToolSpec
 from servr.errors import APIError, bad_request, context_exceeded
-from servr.generation import Failed, Finished, GenerationStream, collect
+from servr.generation import Failed, Finished, GenerationStream, Progress, collect
 from servr.schemas import ChatCompletionRequest
 from servr import wire
 
@@ -32,6 +32,7 @@ class ChatPlan:
     parallel_tool_calls: bool
     include_usage: bool
     logprobs: bool
+    return_progress: bool = False  # streaming only: prompt_progress chunks as llama-server sends them
 
 
 def _constraint(req: ChatCompletionRequest, tools: list[ToolSpec]) -> Constraint | None:
@@ -97,7 +98,8 @@ def plan_chat(req: ChatCompletionRequest, engine: Engine, renderer: ChatRenderer
         top_logprobs=top, constraint=constraint,
     )
     return ChatPlan(prompt, params, req.stop_list(), tuple(names) if offer else None, req.parallel_tool_calls,
-                    bool(req.stream_options and req.stream_options.include_usage), req.logprobs)
+                    bool(req.stream_options and req.stream_options.include_usage), req.logprobs,
+                    bool(req.stream and req.return_progress))
 
 
 def _valid(calls: tuple[ParsedCall, ...], parallel: bool) -> list[ParsedCall]:
@@ -173,6 +175,13 @@ async def stream_chunks(stream: GenerationStream, plan: ChatPlan, model: str) ->
         if isinstance(event, Finished):
             done = event
             break
+        if isinstance(event, Progress):
+            p = event.progress
+            # llama-server's shape (agreed with the client): no choices, prompt_progress beside them
+            yield wire.sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "choices": [], "prompt_progress": {"total": p.total, "cache": p.cache,
+                                                               "processed": p.processed, "time_ms": p.time_ms}})
+            continue
         held_logprobs.extend(event.logprobs)
         if filt is None:
             if event.text or held_logprobs:

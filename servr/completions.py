@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator
 
 from servr.engines.base import Engine, SamplingParams
 from servr.errors import bad_request, context_exceeded
-from servr.generation import Failed, Finished, GenerationStream, collect
+from servr.generation import Failed, Finished, GenerationStream, Progress, collect
 from servr.schemas import CompletionRequest
 from servr import wire
 
@@ -101,6 +101,8 @@ async def stream_chunks(stream: GenerationStream, plan: CompletionPlan, model: s
         if isinstance(event, Finished):
             done = event
             break
+        if isinstance(event, Progress):  # not asked for here; a guard for the type
+            continue
         lp = wire.completion_logprobs(list(event.logprobs), offset) if plan.logprobs else None
         offset += len(event.text)
         yield chunk(_choice(event.text, None, lp))

@@ -13,14 +13,15 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Union
+from typing import Any, AsyncIterator, Callable, Union
 
-from servr.engines.base import Engine, SamplingParams, TokenLogprob
+from servr.engines.base import Engine, PromptProgress, SamplingParams, TokenLogprob
 from servr.errors import APIError
 from servr.metrics import ServerMetrics
 from servr.scheduler import QueueFull, Scheduler
 
 log = logging.getLogger(__name__)
+request_log = logging.getLogger("servr.requests")  # one line per generation; boot/serve shows it
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,14 @@ class Failed:
     error: APIError
 
 
-Event = Union[Delta, Finished, Failed]
+@dataclass(frozen=True)
+class Progress:
+    """Prompt processing has come this far (only for streams that asked for it)."""
+
+    progress: PromptProgress
+
+
+Event = Union[Delta, Finished, Failed, Progress]
 
 
 class StopMatcher:
@@ -81,10 +89,18 @@ def _internal(exc: Exception) -> Failed:
 
 
 def run_generation(engine: Engine, prompt: list[int], params: SamplingParams, stops: list[str],
-                   cancel: threading.Event, emit: Callable[[Event], None]) -> None:
-    """Worker side: generate and post events; every outcome ends with exactly one Finished or Failed."""
+                   cancel: threading.Event, emit: Callable[[Event], None], *, progress: bool = False) -> None:
+    """Worker side: generate and post events; every outcome ends with exactly one Finished or Failed.
+
+    ``progress``: post :class:`Progress` events while the prompt is processed (engines that can).
+    Each generation that starts is logged as one line on ``servr.requests``.
+    """
+    started = time.perf_counter()
     try:
-        gen = engine.generate(prompt, params, cancel)
+        if progress and engine.reports_progress:
+            gen = engine.generate(prompt, params, cancel, progress=lambda p: emit(Progress(p)))  # type: ignore[call-arg]
+        else:
+            gen = engine.generate(prompt, params, cancel)
     except ValueError as exc:
         emit(Failed(APIError(400, str(exc))))
         return
@@ -94,8 +110,11 @@ def run_generation(engine: Engine, prompt: list[int], params: SamplingParams, st
         return
     matcher = StopMatcher(stops)
     finish = None
+    first: float | None = None
     try:
         for step in gen.steps:
+            if first is None:
+                first = time.perf_counter()
             text, stopped = matcher.push(step.text)
             if text or step.logprob is not None:
                 emit(Delta(text, (step.logprob,) if step.logprob is not None else ()))
@@ -113,7 +132,26 @@ def run_generation(engine: Engine, prompt: list[int], params: SamplingParams, st
         if rest:
             emit(Delta(rest))
         finish = gen.finish_reason
+    _log_request(gen, finish, started, first, time.perf_counter())
     emit(Finished(finish, gen.prompt_tokens, gen.cached_tokens, gen.completion_tokens))
+
+
+def _log_request(gen: Any, finish: str, started: float, first: float | None, ended: float) -> None:
+    """``prompt 2950 tokens (2900 cached, 50 processed at 81.2 t/s), 120 generated at 22.4 t/s, finish stop``."""
+    if not request_log.isEnabledFor(logging.INFO):
+        return
+    processed = gen.prompt_tokens - gen.cached_tokens
+    prompt_s = (first if first is not None else ended) - started
+    decode_s = ended - first if first is not None else 0.0
+    line = (f"prompt {gen.prompt_tokens} tokens ({gen.cached_tokens} cached, {processed} processed"
+            + (f" at {processed / prompt_s:.1f} t/s" if prompt_s > 0 and processed else "") + f" in {prompt_s:.2f} s), "
+            f"{gen.completion_tokens} generated"
+            + (f" at {(gen.completion_tokens - 1) / decode_s:.1f} t/s" if decode_s > 0 and gen.completion_tokens > 1 else "")
+            + f", finish {finish}")
+    drafted = getattr(gen, "drafted", 0)
+    if drafted:
+        line += f", lookup {getattr(gen, 'accepted', 0)}/{drafted} drafted tokens accepted"
+    request_log.info(line)
 
 
 @dataclass
@@ -126,6 +164,7 @@ class GenerationStream:
     params: SamplingParams
     stops: list[str]
     metrics: ServerMetrics
+    progress: bool = False  # post Progress events while the prompt is processed
     arrived: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     _queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
@@ -148,7 +187,7 @@ class GenerationStream:
         def work(cancel: threading.Event) -> None:
             started.append(time.perf_counter())
             self.metrics.queue_wait.observe(started[0] - self.arrived)
-            run_generation(self.engine, self.prompt, self.params, self.stops, cancel, emit)
+            run_generation(self.engine, self.prompt, self.params, self.stops, cancel, emit, progress=self.progress)
 
         def skipped() -> None:  # cancelled while waiting: the reader still gets its one Finished
             emit(Finished("cancelled", len(self.prompt), 0, 0))
@@ -225,7 +264,7 @@ async def collect(stream: GenerationStream) -> Collected:
             logprobs.extend(event.logprobs)
         elif isinstance(event, Failed):
             raise event.error
-        else:
+        elif isinstance(event, Finished):
             return Collected("".join(pieces), logprobs, event)
     raise RuntimeError("the generation ended without Finished or Failed")  # events() always ends with one
 

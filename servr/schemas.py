@@ -120,6 +120,7 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
+    return_progress: bool = False  # llama-server's field: prompt_progress chunks while a stream's prompt is processed
 
 
 class CompletionRequest(_Sampling):

@@ -12,6 +12,9 @@ from servr_helpers import live_server, settings
 from tiny_qwen import build_tiny_qwen_gguf, fixtures_missing
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# One llama.cpp thread in tests: the default (one per physical core) stalls at every layer's barrier
+# when other processes hold the cores, and test machines are often shared.
+THREADS = 1
 
 
 
@@ -38,7 +41,7 @@ def tiny_qwen_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def smol_engine(smollm2_path: Path):
     from servr.engines import load_engine
 
-    engine = load_engine(settings(ctx=2048), smollm2_path)
+    engine = load_engine(settings(ctx=2048, threads=THREADS), smollm2_path)
     yield engine
     engine.close()
 
@@ -47,7 +50,7 @@ def smol_engine(smollm2_path: Path):
 def qwen_engine(tiny_qwen_path: Path):
     from servr.engines import load_engine
 
-    engine = load_engine(settings(ctx=1024, model="tiny-qwen"), tiny_qwen_path)
+    engine = load_engine(settings(ctx=1024, model="tiny-qwen", threads=THREADS), tiny_qwen_path)
     yield engine
     engine.close()
 

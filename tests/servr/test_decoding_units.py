@@ -129,39 +129,58 @@ LOGITS = np.log(np.array([0.5, 0.2, 0.15, 0.1, 0.05], dtype=np.float32))
 
 def test_greedy_takes_the_highest_logit_and_verifies_only_it() -> None:
     sampler = Sampler(temperature=0.0)
-    assert sampler.sample(LOGITS) == 0
-    assert sampler.verify(LOGITS, 0) == (True, 0)
-    assert sampler.verify(LOGITS, 3) == (False, 0)
+    assert sampler.sample(LOGITS, 0) == 0
+    assert sampler.verify(LOGITS, 0, 0) == (True, 0)
+    assert sampler.verify(LOGITS, 3, 0) == (False, 0)
 
 
-def test_same_seed_same_draws() -> None:
+def test_same_seed_same_draws_whatever_the_order_of_calls() -> None:
     a = Sampler(temperature=1.0, seed=1234)
     b = Sampler(temperature=1.0, seed=1234)
-    assert [a.sample(LOGITS) for _ in range(50)] == [b.sample(LOGITS) for _ in range(50)]
-    assert Sampler(temperature=1.0, seed=-5).sample(LOGITS) in range(5)  # any int is a seed
+    forward = [a.sample(LOGITS, i) for i in range(50)]
+    assert forward == [b.sample(LOGITS, i) for i in range(50)]
+    assert forward[::-1] == [b.sample(LOGITS, i) for i in reversed(range(50))]  # a pure function of the position
+    assert forward != [Sampler(temperature=1.0, seed=99).sample(LOGITS, i) for i in range(50)]
+    assert Sampler(temperature=1.0, seed=-5).sample(LOGITS, 0) in range(5)  # any int is a seed
+
+
+def test_a_draft_is_accepted_exactly_when_sampling_would_have_picked_it() -> None:
+    """So what a seed gives does not depend on what was drafted (the policy adapts to the clock)."""
+    sampler = Sampler(temperature=0.8, top_p=0.9, seed=3)
+    for position in range(200):
+        token = sampler.sample(LOGITS, position)
+        for draft in range(5):
+            assert sampler.verify(LOGITS, draft, position) == (draft == token, token)
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
     sampler = Sampler(temperature=1.0, top_p=0.7, seed=0)
     p, ids = sampler.probs(LOGITS)
-    assert ids is not None and ids.tolist() == [0, 1]
+    assert ids.tolist() == [0, 1]
     assert np.allclose(p, [0.5 / 0.7, 0.2 / 0.7])
 
 
 def test_penalties_lower_generated_tokens() -> None:
     sampler = Sampler(temperature=0.0, presence_penalty=2.0, frequency_penalty=0.0)
     sampler.accept(0)
-    assert sampler.sample(LOGITS) == 1
+    assert sampler.sample(LOGITS, 1) == 1
 
 
 @pytest.mark.parametrize("top_p,draft", [(1.0, 0), (1.0, 3), (0.8, 1), (0.8, 4)])
-def test_verify_leaves_the_distribution_exactly_the_models(top_p: float, draft: int) -> None:
-    """Accept with p(draft), else draw from p without the draft: what comes out is distributed as p."""
+def test_verify_accepts_with_p_of_the_draft_and_otherwise_draws_from_the_rest(top_p: float, draft: int) -> None:
+    """Accepted with probability p(draft); when not, the token is distributed as p without the
+    draft, renormalised: together, what comes out is distributed as p."""
     n = 40_000
     sampler = Sampler(temperature=1.0, top_p=top_p, seed=7)
-    counts = Counter(sampler.verify(LOGITS, draft)[1] for _ in range(n))
+    results = [sampler.verify(LOGITS, draft, i) for i in range(n)]
     p, ids = Sampler(temperature=1.0, top_p=top_p).probs(LOGITS)
     expected = np.zeros(5)
-    expected[ids if ids is not None else np.arange(5)] = p
-    observed = np.array([counts[i] for i in range(5)]) / n
-    assert np.abs(observed - expected).max() < 0.012, (observed, expected)
+    expected[ids] = p
+    accepted = sum(ok for ok, _ in results) / n
+    assert abs(accepted - expected[draft]) < 0.012
+    counts = Counter(token for ok, token in results if not ok)
+    rest = expected.copy()
+    rest[draft] = 0.0
+    rest /= rest.sum()
+    observed = np.array([counts[i] for i in range(5)]) / max(1, sum(counts.values()))
+    assert np.abs(observed - rest).max() < 0.015, (observed, rest)
