@@ -121,7 +121,7 @@ def run_plan(settings: Settings, as_json: bool) -> int:
         print(json.dumps(out))
     else:
         print(f"model: {target}")
-        print("\n".join(plan.lines()))
+        print(plan_text(plan))
     return EXIT_OK if plan.fits else EXIT_NO_FIT
 
 
@@ -192,6 +192,16 @@ def _bind(host: str, port: int) -> socket.socket:
                          hint=f"check --host / {env_name('host')}") from None
     # not listening yet: until the model is loaded, clients get "connection refused" rather than a hang
     return sock
+
+
+def plan_text(plan: MemoryPlan) -> str:
+    """The memory plan as printed at start; on a machine without a GPU it does not claim one."""
+    lines = plan.lines()
+    if plan.device == "cpu":
+        lines = [line.replace(" on the GPU (", " (on a GPU: ", 1) for line in lines]
+        lines.insert(1, "  no GPU found: the model runs on the CPU, in main memory; the figures below are what "
+                        "a GPU would need")
+    return "\n".join(lines)
 
 
 def banner(resolved: ResolvedModel, info: dict[str, Any], plan: MemoryPlan, host: str, port: int,
@@ -277,7 +287,7 @@ def _serve_on(settings: Settings, sock: socket.socket) -> int:
     engine = load_engine(effective, resolved.path)
     try:
         app = create_app(effective, engine, health_extra={"memory_plan": plan.to_dict()})  # /health shows it
-        print("\n".join(plan.lines()), flush=True)
+        print(plan_text(plan), flush=True)
         print(banner(resolved, engine.describe(), plan, settings.host, sock.getsockname()[1],
                      settings.api_key is not None), flush=True)
         if resolved.warning:  # again, below the banner, where it is seen

@@ -84,3 +84,15 @@ def test_rich_progress_starts_over_when_the_server_restarts_the_file():
     task = progress._progress.tasks[-1]
     progress.finish()
     assert (task.total, task.completed) == (1000, 300)
+
+
+def test_on_a_machine_without_a_gpu_the_plan_claims_no_gpu():
+    from boot.serve import plan_text
+
+    p = default_profile()
+    cpu = plan_text(plan_memory(layout_from_profile(p), profile=p, gpu=None))
+    assert "on the GPU" not in cpu
+    assert "no GPU found: the model runs on the CPU, in main memory" in cpu
+    assert "(on a GPU: " in cpu
+    gpu = plan_text(plan_memory(layout_from_profile(p), profile=p, gpu=GpuInfo("RTX 4060", 8 * GiB, 8 * GiB)))
+    assert "on the GPU (" in gpu and "no GPU found" not in gpu
