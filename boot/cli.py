@@ -381,6 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown command {args.command!r} (commands: {', '.join(commands) or 'none'}); "
               f"to give the agent a task, use -p {task}", file=sys.stderr)
         return EXIT_USAGE
+    for name in ("api_key", "gemini_api_key"):  # a key in argv is seen by every user through `ps`
+        if getattr(args, f"setting_{name}", None) is not None:
+            print(f"warning: --{name.replace('_', '-')} puts the key on the command line, where `ps` shows it to "
+                  f"every user of this machine and your shell history keeps it; set {env_name(name)} in the "
+                  "environment or in .env instead", file=sys.stderr)
     try:
         settings = load_settings(**setting_overrides(args))
         logging_setup(settings)

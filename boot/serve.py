@@ -330,6 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.json and not args.plan:
         parser.error("--json goes with --plan")
+    if getattr(args, "api_key", None):  # a key in argv is seen by every user through `ps`
+        print("warning: --api-key puts the key on the command line, where `ps` shows it to every user of this "
+              "machine and your shell history keeps it; set AGENT_API_KEY in the environment or in .env instead",
+              file=sys.stderr)
     try:
         settings = _settings_from(args)
         if args.plan:
