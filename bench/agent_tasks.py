@@ -195,6 +195,9 @@ def run_process(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: floa
             out, err = proc.communicate()
         signal_group(proc.pid, signal.SIGKILL)  # whatever it left running in its group
         code = None
+    except BaseException:  # Ctrl-C of the benchmark itself: the agent, in its own session, goes too
+        signal_group(proc.pid, signal.SIGKILL)
+        raise
     return code, out, err, time.monotonic() - start
 
 
