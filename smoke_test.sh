@@ -83,13 +83,16 @@ EOF
 check "agent CLI runs one task against the demo server" bash -c "
 cd '$tmp' && '$py' '$root/cli.py' --model-url '$url/v1' --workspace '$tmp/ws' --max-steps 2 -p 'Say hello.' --output-format json > out.json;
 '$py' -c 'import json,sys; d=json.load(open(\"out.json\")); sys.exit(0 if d[\"status\"] in (\"done\",\"budget_exceeded\",\"format_errors\") and d[\"steps\"]>=1 else d)'"
+# sandbox="on" whatever .env says, and proof it ran inside bwrap: the sandbox's own host name and uid
 check "sandbox runs a command with bwrap" "$py" -c '
 from boot.settings import load_settings
 from tool.shell import shell_tool
-import tempfile, pathlib
+import os, tempfile, pathlib
 ws = pathlib.Path(tempfile.mkdtemp())
-r = shell_tool(load_settings(workspace=ws)).fn(command="echo sandboxed")
-assert "sandboxed" in (r if isinstance(r, str) else r.content), r'
+r = shell_tool(load_settings(workspace=ws, sandbox="on")).fn(command="echo sandboxed on $(hostname) as $(id -u)")
+text = r if isinstance(r, str) else r.content
+uid = 1000 if os.geteuid() == 0 else os.geteuid()
+assert f"sandboxed on sandbox as {uid}" in text, text'
 if [ "$failed" -gt 0 ]; then
     echo "server log (tail):"; tail -n 20 "$tmp/server.log"
 fi
@@ -101,8 +104,20 @@ echo "smoke: test suite"
 "$py" -m pytest -q "$@"
 tests_rc=$?
 
+# The attack suite again as an ordinary user: RLIMIT_NPROC inside the user namespace, the path
+# most people get, never runs as root. A throw-away uid (nobody) with its own HOME and TMPDIR.
+attack_user_rc=0
+if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
+    echo "smoke: attack suite as an ordinary user (uid 65534)"
+    bash "$root/tests/tool/attacks_as_user.sh" || attack_user_rc=$?
+fi
+
 if [ "$failed" -gt 0 ]; then
     echo "smoke: $failed health check(s) failed" >&2
+    exit 1
+fi
+if [ "$attack_user_rc" -ne 0 ]; then
+    echo "smoke: the attack suite failed as an ordinary user" >&2
     exit 1
 fi
 exit "$tests_rc"
