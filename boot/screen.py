@@ -346,6 +346,7 @@ class ChatScreen(AgentEvents):
         self.context_size: int | None = None
         self.run_usage = Usage()
         self.speed = PromptSpeed()
+        self._spinner: Any = None
 
     # the live region ------------------------------------------------------------------------------
 
@@ -382,7 +383,12 @@ class ChatScreen(AgentEvents):
             size = self.console.size
             parts.append(Text(fold_tail(buffer, size.width, max(3, size.height - 4))))
         if what:
-            parts.append(Spinner("dots", Text(what, style="dim")))
+            # one spinner kept across renders: a new one each time would always show its first frame
+            if self._spinner is None:
+                self._spinner = Spinner("dots", Text(what, style="dim"))
+            else:
+                self._spinner.update(text=Text(what, style="dim"))
+            parts.append(self._spinner)
         return Group(*parts)
 
     # events ---------------------------------------------------------------------------------------

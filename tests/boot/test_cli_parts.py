@@ -186,3 +186,25 @@ def test_the_spinner_never_wraps_so_it_is_erased_whole_and_shows_prompt_progress
     assert frames[0].startswith(("⠋ processing prompt 2,048/9", "⠋ thinking"))
     assert any("processing prompt 2,048/9" in f for f in frames)
     assert screen.speed.tokens_per_s == 2048.0
+
+
+def test_the_chat_spinner_turns_between_renders_and_shows_prompt_progress():
+    from rich.console import Console
+
+    from boot.screen import ChatScreen
+
+    console = Console(file=io.StringIO(), width=80, height=20, force_terminal=True)
+    screen = ChatScreen(console)
+    screen.thinking(1)
+    screen.prompt_progress(1024, 2291, 0, 24000.0)
+
+    def frame() -> str:
+        return "".join(seg.text for line in console.render_lines(screen.view(), console.options, pad=False)
+                       for seg in line)
+
+    first = frame()
+    assert "processing prompt 1,024/2,291 tokens (44%)" in first
+    deadline = time.monotonic() + 5
+    while frame()[:1] == first[:1] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert frame()[:1] != first[:1]  # a new spinner each render stayed on its first frame

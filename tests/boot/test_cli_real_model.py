@@ -66,3 +66,17 @@ def test_one_task_on_the_real_tiny_model_ends_with_a_typed_result_and_its_exit_c
     assert done.rc == exit_code(result["status"])
     assert 1 <= result["steps"] <= 3
     assert result["usage"]["prompt_tokens"] > 0
+
+
+def test_the_chat_shows_the_real_servers_progress_through_a_long_prompt(terminal, cli_argv, demo_server, tmp_path):
+    from conftest import clean_env  # type: ignore[import-not-found]  (tests/boot/conftest.py)
+
+    argv = cli_argv("--model-url", demo_server, "--max-steps", "1", "--max-reply-tokens", "16")
+    term = terminal(argv, clean_env(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", COLUMNS="120"), str(tmp_path))
+    term.prompt()
+    term.send("Count the words: " + "apple " * 400)
+    shown = term.wait_for("tokens (", timeout=120)
+    assert "processing prompt " in shown, shown[-2000:]
+    term.wait_for("›", timeout=300)  # the turn ended, however the tiny model answered (a slow CPU reads ~40 tokens/s)
+    term.send("/quit")
+    assert term.exit_status() == 0
