@@ -77,8 +77,8 @@ def _quantization(load_in_4bit: bool, device: str, dtype: torch.dtype) -> Any:
 def _cache_keyword(model: Any) -> str:
     """The keyword the model's ``forward`` takes its KV cache by.
 
-    Transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name warns, then goes at 5.40);
-    4.x knows only ``past_key_values``. The signature says which this model speaks, with no version test.
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns, and goes at 5.40);
+    earlier releases know only ``past_key_values``. The signature says which this model speaks.
     """
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"

@@ -1,7 +1,7 @@
 """The Transformers engine drives the KV cache through the API the installed transformers declares.
 
-transformers 5.x renamed ``forward``'s ``past_key_values`` to ``cache`` (the old name warns with a
-FutureWarning, then is removed at 5.40); 4.x knows only ``past_key_values``. The suite's own filter
+transformers 5.24 renamed ``forward``'s ``past_key_values`` to ``cache`` (the old name warns with a
+FutureWarning, and goes at 5.40); the oldest allowed, 5.18, knows only ``past_key_values``. The suite's own filter
 lets DeprecationWarning through, so these tests record every warning themselves.
 """
 
