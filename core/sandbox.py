@@ -84,7 +84,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Mapping, Sequence
 
-from core.errors import SandboxError
+from core.errors import ConfigError, SandboxError
 from core.paths import PROTECTED, resolve_in_workspace
 from core.sandbox_bwrap import (SANDBOX_HOME, Placeholders, bwrap_argv, find_bwrap, hidden_paths, is_placeholder,
                                 venv_bin)
@@ -140,7 +140,7 @@ class SandboxPolicy:
     cannot plant a symlink there for the agent's own databases to follow later.
     ``confined=False`` is ``AGENT_SANDBOX=off``. ``output_bytes`` is kept per stream (head and tail).
     ``readonly_workspace``: the workspace is visible but not writable (readers such as ``data_view``).
-    A confined policy refuses a workspace :func:`workspace_problem` objects to.
+    A confined policy refuses a workspace :func:`workspace_problem` objects to (:class:`ConfigError`).
     """
 
     workspace: Path
@@ -160,9 +160,9 @@ class SandboxPolicy:
         if self.workspace == Path("/"):
             raise SandboxError("the workspace cannot be the root folder /", hint="set AGENT_WORKSPACE to a project folder")
         problem = workspace_problem(self.workspace) if self.confined else None
-        if problem:
-            raise SandboxError(problem, hint="point --workspace (AGENT_WORKSPACE) at a project folder of its own, "
-                                             "e.g. a copy of the code to work on")
+        if problem:  # the person's setting, not a failure of the sandbox: it stops the start with one line
+            raise ConfigError(problem, hint="point --workspace (AGENT_WORKSPACE) at a project folder of its own, "
+                                            "e.g. a copy of the code to work on")
         binds = []
         for item in self.readonly_binds:
             src, dest = (item, item) if isinstance(item, (str, os.PathLike)) else item

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterator, Sequence
 
 from core import sandbox
-from core.errors import SandboxError, ToolError
+from core.errors import ConfigError, SandboxError, ToolError
 from core.paths import (DIR_FLAGS, PROTECTED, PathEscape, confined_dir, refuse_protected, relative_to_workspace,
                         resolve_in_workspace)
 
@@ -386,8 +386,8 @@ def _search_rg(binary: str, root: Path, real: Path, pattern: str, ignore_case: b
         limits=sandbox.Limits(cpu_s=int(time_limit_s) + 5, processes=64), output_bytes=64 * 1024)
     try:
         proc = sandbox.start([RG_IN_SANDBOX, *args[1:]], policy, cwd=folder)
-    except (SandboxError, PathEscape, ToolError):
-        return None  # no sandbox here (or the folder is gone): the Python backend answers
+    except (SandboxError, ConfigError, PathEscape, ToolError):
+        return None  # no sandbox here (or the folder is gone, or it is refused): the Python backend answers
     # a search that runs long is ended by killing ripgrep; what it found so far is kept
     timer = threading.Timer(time_limit_s, proc.stop)
     timer.start()

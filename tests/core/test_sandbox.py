@@ -12,7 +12,7 @@ import pytest
 
 from boot.settings import load_settings
 from core import sandbox
-from core.errors import SandboxError, ToolError
+from core.errors import ConfigError, SandboxError, ToolError
 from core.sandbox_io import Capture
 from core.sandbox_limits import PidsCgroup
 
@@ -404,7 +404,7 @@ def test_a_workspace_holding_the_agent_or_home_is_refused(tmp_path: Path, monkey
     assert "your home folder" in (sandbox.workspace_problem(tmp_path / "home") or "")
     assert sandbox.workspace_problem(tmp_path / "home" / "code") is None  # a project inside home is fine
     assert sandbox.workspace_problem(sandbox.PROJECT_ROOT / "workspace") is None  # the default one too
-    with pytest.raises(SandboxError, match="your home folder"):
+    with pytest.raises(ConfigError, match="your home folder"):
         sandbox.SandboxPolicy(workspace=tmp_path / "home")
     sandbox.SandboxPolicy(workspace=tmp_path / "home", confined=False)  # AGENT_SANDBOX=off: the person's call
 

