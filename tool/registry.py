@@ -359,8 +359,9 @@ class ToolRegistry:
                 finished.set()
 
         worker = threading.Thread(target=work, daemon=True, name=f"tool-{tool.name}")
-        worker.start()
         try:
+            # start() inside: it waits for the thread, and a Ctrl-C during that wait must stop the tool too
+            worker.start()
             return self._wait(call, tool, limit, start, box, finished, cancel, stop)
         except BaseException:  # KeyboardInterrupt in this thread: the tool must not run on unattended
             if stop is not None:

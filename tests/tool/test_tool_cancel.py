@@ -6,6 +6,7 @@ call works. Checked on the host: no process of the sandbox is left.
 from __future__ import annotations
 
 import _thread
+import os
 import threading
 import time
 import uuid
@@ -175,16 +176,32 @@ def test_ctrl_c_stops_a_shell_command_and_everything_it_started(code_tools, ws: 
 def test_keyboard_interrupt_in_the_calling_thread_also_stops_the_command(code_tools, ws: Path) -> None:
     registry, _ = code_tools
     marker = _sleep_marker()
+    # the command says it runs through a named pipe in the workspace: Ctrl-C is pressed on that
+    # event, never after a guessed delay, and never once the call has come back by itself
+    os.mkfifo(ws / "running")
+    returned = threading.Event()
 
     def press_ctrl_c() -> None:
-        end = time.monotonic() + 20
-        while not processes_with(f"sleep\x00{marker}") and time.monotonic() < end:
-            time.sleep(0.02)
-        _thread.interrupt_main()  # as SIGINT does, in the thread that waits on the tool
+        with open(ws / "running", "rb") as pipe:  # blocks until the command (or the cleanup below) opens it
+            said = pipe.read()
+        if said == b"running\n" and not returned.is_set():
+            _thread.interrupt_main()  # as SIGINT does, in the thread that waits on the tool
 
-    threading.Thread(target=press_ctrl_c, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        registry.execute(ToolCall("shell", {"command": f"sleep {marker}"}))
+    presser = threading.Thread(target=press_ctrl_c, daemon=True)
+    presser.start()
+    outcome = None
+    try:
+        outcome = registry.execute(ToolCall("shell", {"command": f"echo running > running; sleep {marker}"}))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        returned.set()
+        try:  # a presser still waiting for the command is let go (no reader left: ENXIO, nothing to do)
+            os.close(os.open(ws / "running", os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        presser.join(10)
+    assert outcome is None, f"the call came back by itself, before Ctrl-C: {outcome.failure} {outcome.result.content}"
     assert wait_gone(lambda: processes_with(f"sleep\x00{marker}")) == []
 
 
