@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from core.errors import ToolError
+from sandbox_helpers import require_bwrap
 from tool.data_view import data_view_tool
+
+
+@pytest.fixture(autouse=True)
+def _sandbox() -> None:
+    require_bwrap()  # the file is parsed in the sandbox; without bwrap data_view refuses, as shell does
 
 
 @pytest.fixture
@@ -136,3 +142,20 @@ def test_the_secrets_file_and_the_agents_state_are_not_shown(tmp_path, name):
     tool = data_view_tool(tmp_path)
     with pytest.raises(ProtectedPath):
         tool.fn(path=name, op="head")
+
+
+def test_the_file_is_parsed_in_the_sandbox_not_in_the_agent(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a stand-in reader that says where it runs: the host name, its working folder, its stdin
+    from tool import data_view
+
+    probe = ws.parent / "probe.py"
+    probe.write_text("import json, os, socket, sys\n"
+                     "print(json.dumps({'ok': True, 'kind': 'csv', 'size': 0, 'body': "
+                     "socket.gethostname() + ' ' + str(sorted(os.listdir('.'))) + ' ' + sys.stdin.read(7)}))\n")
+    monkeypatch.setattr(data_view, "READER", probe)
+    text = data_view_tool(ws).fn(path="people.csv", op="head").content
+    # the sandbox's host name, an empty folder of its own (not the workspace), the file on stdin
+    assert text.splitlines()[1] == "sandbox [] id,name"
+    unconfined = data_view_tool(ws, confined=False).fn(path="people.csv", op="head").content
+    assert unconfined.splitlines()[1].endswith("[] id,name")  # control: the same reader, out of the sandbox
+    assert not unconfined.splitlines()[1].startswith("sandbox ")
