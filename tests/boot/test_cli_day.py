@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from conftest import CLI, VENV_PYTHON, clean_env  # type: ignore[import-not-found]  (tests/boot/conftest.py)
+REPO = Path(__file__).resolve().parents[2]
+CLI = REPO / "cli.py"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 
 CALC = "def add(a, b):\n    return a + b\n"
 TEST = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
@@ -160,15 +162,20 @@ def test_sessions_say_when_a_turn_ran_nothing(chat, scripted, workspace):
 
 # --- 6. where the work happens --------------------------------------------------------------------------
 
-def bare_cli(args: list[str], cwd: Path, server: Any) -> subprocess.CompletedProcess[str]:
-    """``cli.py`` without the fixtures' --workspace: the folder is what the person's setup gives."""
+@pytest.fixture
+def bare_cli(make_env):
+    """``bare_cli(args, cwd, server)``: ``cli.py`` without the fixtures' --workspace, as the person's setup gives it."""
     if not VENV_PYTHON.exists():
         pytest.skip(f"the project's venv {VENV_PYTHON} is missing")
-    argv = [str(VENV_PYTHON), str(CLI), "--model-url", server.base_url, "--model", server.model, *args]
-    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=clean_env(), timeout=90)
+
+    def run(args: list[str], cwd: Path, server: Any) -> subprocess.CompletedProcess[str]:
+        argv = [str(VENV_PYTHON), str(CLI), "--model-url", server.base_url, "--model", server.model, *args]
+        return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=make_env(), timeout=90)
+
+    return run
 
 
-def test_from_a_project_folder_it_says_where_it_works_and_how_to_work_here(scripted, tmp_path):
+def test_from_a_project_folder_it_says_where_it_works_and_how_to_work_here(scripted, tmp_path, bare_cli):
     mine = tmp_path / "myproject"
     (mine / ".git").mkdir(parents=True)
     server = scripted([{"text": "The workspace is empty."}, {"text": "Still empty."}])
@@ -183,7 +190,7 @@ def test_from_a_project_folder_it_says_where_it_works_and_how_to_work_here(scrip
     assert "not in this project folder" in again.stderr and "creating" not in again.stderr
 
 
-def test_a_missing_workspace_is_never_created_silently(scripted, tmp_path):
+def test_a_missing_workspace_is_never_created_silently(scripted, tmp_path, bare_cli):
     server = scripted([{"text": "ok"}])
     done = bare_cli(["--workspace", "wrkspace", "-p", "hi"], tmp_path, server)
     assert done.returncode == 0, done.stderr

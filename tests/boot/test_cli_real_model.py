@@ -68,11 +68,10 @@ def test_one_task_on_the_real_tiny_model_ends_with_a_typed_result_and_its_exit_c
     assert result["usage"]["prompt_tokens"] > 0
 
 
-def test_the_chat_shows_the_real_servers_progress_through_a_long_prompt(terminal, cli_argv, demo_server, tmp_path):
-    from conftest import clean_env  # type: ignore[import-not-found]  (tests/boot/conftest.py)
-
+def test_the_chat_shows_the_real_servers_progress_through_a_long_prompt(terminal, cli_argv, make_env, demo_server,
+                                                                       tmp_path):
     argv = cli_argv("--model-url", demo_server, "--max-steps", "1", "--max-reply-tokens", "16")
-    term = terminal(argv, clean_env(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", COLUMNS="120"), str(tmp_path))
+    term = terminal(argv, make_env(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", COLUMNS="120"), str(tmp_path))
     term.prompt()
     term.send("Count the words: " + "apple " * 400)
     shown = term.wait_for("tokens (", timeout=120)
