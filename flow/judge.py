@@ -68,6 +68,8 @@ _NOISE = re.compile(r"\d+(?:\.\d+)?s\b|0x[0-9a-f]+|\d+(?:\.\d+)? seconds|/tmp/\S
 #: failing tests named in a line before "…and N more"
 NAMED = 5
 PYTEST_NO_TESTS = 5  # pytest's exit code when it collected nothing
+#: the shell's exit codes for a command it could not find or run: the checks did not run at all
+NOT_RUN_CODES = (126, 127)
 #: a test suite may well run longer than one tool call
 MIN_TIMEOUT_S = 300.0
 OUTPUT_TOKENS = 1000
@@ -212,6 +214,11 @@ def _same_failure(before: str, after: str) -> bool:
     return bool(before.strip()) and norm(before) == norm(after)
 
 
+def _last_line(output: str) -> str:
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else "(no output)"
+
+
 def named(ids: Iterable[str], limit: int = NAMED) -> str:
     """``a, b, c and 4 more``."""
     ids = list(ids)
@@ -293,8 +300,10 @@ class Judge:
         except SandboxError as exc:
             self._tell(f"checks before the change: not run: {exc}")
             return None
-        if result.timed_out or result.exit_code is None:
-            self._tell(f"checks before the change: {full} {'timed out' if result.timed_out else 'was stopped'}")
+        if result.timed_out or result.exit_code is None or result.exit_code in NOT_RUN_CODES:
+            how = ("timed out" if result.timed_out else "was stopped" if result.exit_code is None
+                   else f"could not run: {_last_line(result.output)}")
+            self._tell(f"checks before the change: {full} {how}")
             return None
         self.baseline = result
         self._known = (started, result)
@@ -330,6 +339,8 @@ class Judge:
         started = time.time()
         try:
             result = self.check_against_baseline(command, cancel=finished.cancel)
+            if result.exit_code in NOT_RUN_CODES:  # not a failure of the work: the check itself is missing
+                raise SandboxError(f"`{result.command}` exited with code {result.exit_code}: {_last_line(result.output)}")
         except SandboxError as exc:
             # fail closed: an answer whose checks could not run is not accepted
             why = " ".join(str(exc).split())

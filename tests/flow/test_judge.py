@@ -373,6 +373,18 @@ def test_a_sandbox_that_passes_its_trial_but_cannot_start_the_checks_fails_the_r
     agent.sessions.close()
 
 
+def test_a_check_command_that_cannot_be_found_fails_closed_though_it_failed_the_same_way_before(project, bwrap):
+    agent, gateway, events = agent_for(project, [write(STILL_BROKEN), "Done."], check_command="no-such-checker -q")
+    with gateway:
+        result = agent.run("rewrite calc.add")
+    assert result.status == "checks_failed"
+    assert result.reason.startswith("the checks could not run, so the answer was not accepted: `no-such-checker -q` "
+                                    "exited with code 127: ")
+    assert "not found" in result.reason
+    assert any(n.startswith("checks before the change: no-such-checker -q could not run: ") for n in events.of("notice"))
+    agent.sessions.close()
+
+
 def test_no_check_runs_when_nothing_was_changed(project, bwrap):
     steps = [ToolCall("read_file", {"path": "calc.py"}), "add subtracts: that is the bug."]
     agent, gateway, events = agent_for(project, steps)
