@@ -97,7 +97,9 @@ class CheckResult:
 
     def line(self) -> str:
         """One line for the person: ``checks: python -m pytest -q -x passed in 2.1 s``."""
-        if self.passed:
+        if self.passed and self.exit_code not in (0, PYTEST_NO_TESTS):
+            how = f"failed only as before the task, so it is not counted ({self.note})"
+        elif self.passed:
             how = "passed" + (f" ({self.note})" if self.note else "")
         elif self.timed_out:
             how = "timed out"

@@ -277,6 +277,8 @@ def test_another_check_command_that_fails_as_before_passes_and_a_new_failure_doe
     assert result.status == "done"
     last = last_check(agent)
     assert last is not None and last.passed and last.note == "1 failing before the task, none new"
+    assert last.line().startswith(f"checks: {command} failed only as before the task, so it is not counted (1 failing "
+                                  "before the task, none new) in ")
     gateway.steps += [write(BROKEN), "Done."]
     with gateway:
         second = agent.run("drop OK", session_id=result.session_id)
