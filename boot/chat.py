@@ -251,10 +251,12 @@ class Chat:
         """Whether to send ``task``: one that will take the server minutes to read is confirmed first."""
         from core.tokens import CHARS_PER_TOKEN
 
+        if self.provider != "local":
+            return True  # the speed measured is the local server's
         count = int(len(task) / CHARS_PER_TOKEN)
         wait = self.screen.speed.estimate_s(count)
         if wait is None:
-            if count >= LONG_PROMPT_TOKENS and self.provider == "local":
+            if count >= LONG_PROMPT_TOKENS:
                 self.console.print(f"note: this message is about {count:,} tokens; a local model may take minutes "
                                    f"to read it (its progress is shown)", style="yellow")
             return True
