@@ -10,7 +10,8 @@ the next failure ends the run with status ``checks_failed`` and a one-line reaso
 last lines stay in :attr:`Judge.last`). When the sandbox cannot start, the checks cannot run and
 the run ends ``checks_failed`` saying why: an answer is never accepted unchecked.
 
-Only what the task broke is blamed. Before the run's first tool that may write, the judge runs the
+Only what the task broke is blamed, unless the task is about making tests pass
+(:func:`asks_for_passing_tests`). Before the run's first tool that may write, the judge runs the
 checks once (:meth:`Judge.before_change`, called by :class:`JudgeWatch`) and records which tests
 already fail (pytest's ``FAILED``/``ERROR`` summary lines). The check after the task leaves those
 out (``--deselect``, ``--ignore`` with the default pytest command) or, for another command,
@@ -216,6 +217,25 @@ def _same_failure(before: str, after: str) -> bool:
     return bool(before.strip()) and norm(before) == norm(after)
 
 
+_TESTS = re.compile(r"\b(?:tests?|pytest|test suite)\b", re.IGNORECASE)
+_MAKE_PASS = re.compile(r"\b(?:fail\w*|fix\w*|pass\w*|broken|break\w*|red|green|repair\w*)\b", re.IGNORECASE)
+
+
+def asks_for_passing_tests(task: str, failing: Iterable[str]) -> bool:
+    """Whether the task is about making tests pass (then the ones failing before it count too).
+
+    It is when it names a failing test (its file or function) or speaks of tests together with
+    failing, fixing or passing ("The tests in tests/ are failing. Fix the code…"). "Add a test for
+    slugify" is not: a test that was red before stays the person's business.
+    """
+    for test in failing:
+        path, _, name = test.partition("::")
+        words = {path, path.rsplit("/", 1)[-1], name.split("[", 1)[0].rsplit("::", 1)[-1]} - {""}
+        if any(w in task for w in words):
+            return True
+    return bool(_TESTS.search(task) and _MAKE_PASS.search(task))
+
+
 def _last_line(output: str) -> str:
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     return lines[-1][:200] if lines else "(no output)"
@@ -312,7 +332,7 @@ class Judge:
         if result.passed:
             self._tell(f"checks before the change: {full} passed in {result.duration_s:.1f} s")
         else:
-            self._tell(f"checks before the change: {self._summary(result)}; only new failures count against the task")
+            self._tell(f"checks before the change: {self._summary(result)}")
         return result
 
     @staticmethod
@@ -337,6 +357,10 @@ class Judge:
         run = (finished.session_id, finished.started_at)
         if run != self._run:
             self._run, self._failures = run, 0
+        base = self.baseline
+        if base is not None and not base.passed and asks_for_passing_tests(finished.task, failing_tests(base.output)):
+            self.baseline = None  # every failure counts, the old ones included
+            self._tell("checks: the task is about making tests pass, so the ones failing before it count too")
         self._tell(f"checks: running {command}")
         started = time.time()
         try:

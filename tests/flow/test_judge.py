@@ -20,8 +20,8 @@ from core import sandbox
 from core.messages import Message, ToolCall
 from core.tools import Tool
 from flow.events import ToolCallRecord
-from flow.judge import (CLOCK_SLACK_S, PYTEST_COMMAND, Judge, changed_since, detect_check_command, files_changed,
-                        purge_stale_bytecode)
+from flow.judge import (CLOCK_SLACK_S, PYTEST_COMMAND, Judge, asks_for_passing_tests, changed_since,
+                        detect_check_command, files_changed, purge_stale_bytecode)
 from gate.scripted import ScriptedGateway
 
 from flow_helpers import Recorder
@@ -235,8 +235,7 @@ def test_failures_from_before_the_task_are_not_blamed_on_it_and_are_named(red_pr
         result = agent.run("compute 2+2 and keep it in answer.txt")
     assert (result.status, result.answer) == ("done", "4")
     before = [n for n in events.of("notice") if n.startswith("checks before the change:")]
-    assert before == ["checks before the change: 1 already failing: tests/test_calc.py::test_add; "
-                      "only new failures count against the task"]
+    assert before == ["checks before the change: 1 already failing: tests/test_calc.py::test_add"]
     last = last_check(agent)
     assert last is not None and last.passed and last.already_failing == ("tests/test_calc.py::test_add",)
     assert "1 passed, 1 deselected" in last.output  # the old failure was left out of the run
@@ -385,6 +384,36 @@ def test_a_check_command_that_cannot_be_found_fails_closed_though_it_failed_the_
     assert "not found" in result.reason
     assert any(n.startswith("checks before the change: no-such-checker -q could not run: ") for n in events.of("notice"))
     agent.sessions.close()
+
+
+def test_a_task_about_making_the_tests_pass_is_held_to_the_ones_failing_before_it(red_project, bwrap):
+    judged: list[str] = []
+
+    def fix(messages: list[Message], offered: list[Tool]) -> Any:
+        judged.append(messages[-1].content)
+        return write(FIXED + "OK = True\n")
+
+    steps = [write(STILL_BROKEN + "OK = True\n"), "Fixed.", fix, "Now it is fixed."]
+    agent, gateway, events = agent_for(red_project, steps)
+    with gateway:
+        result = agent.run("The tests in tests/ are failing. Fix calc.py so they pass.")
+    assert (result.status, result.answer) == ("done", "Now it is fixed.")
+    assert "checks: the task is about making tests pass, so the ones failing before it count too" in events.of("notice")
+    assert "tests/test_calc.py::test_add" in judged[0] and "assert 6 == 5" in judged[0]
+    agent.sessions.close()
+
+
+@pytest.mark.parametrize(("task", "held"), [
+    ("The tests in tests/ are failing. Fix the code in calc.py so they all pass.", True),
+    ("One of the tests in tests/test_inventory.py fails. Find out why and fix the bug.", True),
+    ("make test_add green", True),
+    ("look at tests/test_calc.py", True),  # names the failing test's file
+    ("Add a test for slugify", False),
+    ("Compute 2+2 with the pyexe tool, then reply with just the number.", False),
+    ("Remember this preference: always use pytest -q", False),
+])
+def test_which_tasks_are_about_making_tests_pass(task, held):
+    assert asks_for_passing_tests(task, ["tests/test_calc.py::test_add"]) is held
 
 
 def test_no_check_runs_when_nothing_was_changed(project, bwrap):
