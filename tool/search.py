@@ -383,7 +383,7 @@ def _search_rg(binary: str, root: Path, real: Path, pattern: str, ignore_case: b
         workspace=real_root, readonly_workspace=True, python=False, network=False,
         hidden=tuple(real_root / name for name in PROTECTED), state_dir=real_root / ".agent",
         readonly_binds=((os.path.realpath(binary), RG_IN_SANDBOX),), timeout_s=time_limit_s + 30,
-        limits=sandbox.Limits(cpu_s=int(time_limit_s) + 5, processes=64), output_bytes=64 * 1024)
+        limits=sandbox.Limits(cpu_s=None), output_bytes=64 * 1024)  # the time limit below is wall time
     try:
         proc = sandbox.start([RG_IN_SANDBOX, *args[1:]], policy, cwd=folder)
     except (SandboxError, ConfigError, PathEscape, ToolError):
