@@ -33,8 +33,6 @@ PEERS_LOCK = ROOT / "boot" / "constraints-peers.txt"
 PROJECT = "local-coder"
 #: the peers' packages and, for each, a command that must start in their venv
 PEERS = {"mini-swe-agent": ["mini", "--help"]}
-#: packages a fresh venv brings or a build needs, not something the suite ran with
-NOT_LOCKED = {"setuptools", "wheel", "distribute"}
 DEFAULT_TORCH = "torch==2.13.0"
 
 
@@ -64,11 +62,13 @@ def read_lock(path: Path) -> dict[str, tuple[str, str]]:
     return pins
 
 
-def pins_from_pip_list(entries: list[dict[str, str]], exclude: frozenset[str] = frozenset()) -> dict[str, tuple[str, str]]:
-    """The lock's pins from ``pip list --format=json``: no project, no build tools, no local version labels."""
-    skip = {canonical(n) for n in (*NOT_LOCKED, PROJECT, *exclude)}
+def pins_from_pip_list(entries: list[dict[str, str]]) -> dict[str, tuple[str, str]]:
+    """The lock's pins from ``pip list --format=json``: everything but the project, no local version labels.
+
+    pip and setuptools too: torch needs setuptools at run time, and pip's own upgrade is locked.
+    """
     return {canonical(e["name"]): (e["name"], public_version(e["version"]))
-            for e in entries if canonical(e["name"]) not in skip}
+            for e in entries if canonical(e["name"]) != PROJECT}
 
 
 def render_lock(pins: dict[str, tuple[str, str]], header: list[str]) -> str:
