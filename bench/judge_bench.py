@@ -8,6 +8,8 @@
 2. One check: ``python -m pytest -q -x`` on a small project through ``Judge.check`` (bubblewrap
    sandbox, merged output, cancel polling), against the same command run with ``subprocess.run``
    unconfined (the peer). Best of ``--repeat`` runs each.
+3. What the record before a run's first change costs: the whole suite once, and a run that starts
+   with nothing changed since (the record reused after a scan of the workspace).
 """
 
 from __future__ import annotations
@@ -102,6 +104,21 @@ def main() -> None:
             peer = best(lambda: subprocess.run([sys.executable, "-m", "pytest", "-q", "-x"], cwd=project, env=env,
                                                capture_output=True, check=True), args.repeat)
             rows.append(("Judge.check: pytest, 20 tests, sandboxed", ours, peer, "subprocess.run, unconfined"))
+
+            def fresh_record() -> None:  # a new run with files changed since: the whole suite, once
+                judge._known = None
+                judge.run_started()
+                assert judge.before_change() is not None
+
+            def reused_record() -> None:  # a new run, nothing changed since the last record
+                judge.run_started()
+                assert judge.before_change() is not None
+
+            fresh = best(fresh_record, args.repeat)
+            rows.append(("checks before the change (whole suite)", fresh, ours, "Judge.check with -x, above"))
+            fresh_record()
+            rows.append(("checks before the change, nothing changed", best(reused_record, args.repeat), fresh,
+                         "the whole suite, above"))
 
     print(f"{'what':<48} {'ours':>10} {'peer':>10} {'ratio':>7}  peer")
     for what, ours, peer, name in rows:
