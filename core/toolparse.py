@@ -12,10 +12,17 @@ returns calls as text). Formats, tried in this order; the first that yields anyt
 
 Rules: only names of tools that were offered are accepted (``allowed``); arguments given as a JSON
 string are decoded until they are an object; ``parameters`` is accepted for ``arguments`` and the
-OpenAI shape ``{"function": {"name", "arguments"}}`` too. Text is only ever decoded with a real
-JSON decoder: nothing inside a string value is rewritten. Explicit markup (formats 1 and 4) that
-names an unknown tool or carries undecodable arguments is reported as a call with ``error`` set, so
-the model can be told what went wrong; in formats 2 and 3 such JSON is left alone as plain text.
+OpenAI shape ``{"function": {"name", "arguments"}}`` too.
+
+Small models get the shape wrong in a few typical ways, and each is read as the call it means:
+arguments flattened beside the name (``{"name": "read_file", "path": "a.py"}``, only for an offered
+name), and Python triple-quoted strings (``"content": \"\"\"…\"\"\"``) where JSON wants one string. The
+repair of a triple-quoted string keeps its text exactly (it is re-encoded, never rewritten).
+
+Explicit markup (formats 1 and 4) that names an unknown tool or carries undecodable arguments is
+reported as a call with ``error`` set, so the model can be told what went wrong. In formats 2 and 3
+JSON that is clearly a call (``name`` with ``arguments`` or ``parameters``) of a tool that was not
+offered is reported the same way; any other JSON is left alone as plain text.
 """
 
 from __future__ import annotations
@@ -34,6 +41,33 @@ CLOSE_TAG = "</tool_call>"
 _FENCE_RE = re.compile(r"```[ \t]*(?:json|JSON|tool_call|tool_code)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _TAG_RE = re.compile(r"<tool\s+name\s*=\s*[\"']([^\"']+)[\"']\s*>(.*?)(?:</tool>|\Z)", re.DOTALL)
 _decoder = json.JSONDecoder()
+_TRIPLE_RE = re.compile(r'("""|\'\'\')(.*?)\1', re.DOTALL)
+
+
+def _untriple(text: str) -> str | None:
+    """``text`` with Python triple-quoted strings re-encoded as JSON strings, or ``None`` if it has none."""
+    if '"""' not in text and "\'\'\'" not in text:
+        return None
+    return _TRIPLE_RE.sub(lambda m: json.dumps(m.group(2)), text)
+
+
+def _raw_decode(text: str, start: int = 0) -> tuple[Any, int]:
+    """``json.JSONDecoder.raw_decode``, also reading triple-quoted strings (the end is into ``text``).
+
+    On a repaired decode the end offset is the end of the repaired span mapped back onto ``text``:
+    the first closing brace after which the original has consumed as many characters.
+    """
+    try:
+        return _decoder.raw_decode(text, start)
+    except json.JSONDecodeError:
+        fixed = _untriple(text[start:])
+        if fixed is None:
+            raise
+        value, end = _decoder.raw_decode(fixed, 0)
+        # map the end back: the repaired prefix fixed[:end] came from some original prefix
+        tail = fixed[end:]
+        original_end = len(text) - len(tail) if text.endswith(tail) else len(text)
+        return value, original_end
 
 
 @dataclass(frozen=True)
@@ -78,7 +112,8 @@ def decode_arguments(raw: Any) -> dict[str, Any]:
     return value
 
 
-def _call_from_obj(obj: Any, allowed: Collection[str] | None, *, explicit: bool) -> ParsedCall | None:
+def _call_from_obj(obj: Any, allowed: Collection[str] | None, *, explicit: bool,
+                   report_shaped: bool = True) -> ParsedCall | None:
     """One call from a decoded JSON value, or ``None`` when the value is not a call at all."""
     if not isinstance(obj, dict):
         return None
@@ -87,31 +122,38 @@ def _call_from_obj(obj: Any, allowed: Collection[str] | None, *, explicit: bool)
     name = obj.get("name")
     if not isinstance(name, str) or not name:
         return None
+    known = allowed is None or name in allowed
+    # JSON in a call's shape (a name with arguments) is reported when it cannot be run, unless it
+    # sits inside prose, where it may be data the model is talking about
+    shaped = report_shaped and ("arguments" in obj or "parameters" in obj)
     if "arguments" in obj:
         raw = obj["arguments"]
     elif "parameters" in obj:
         raw = obj["parameters"]
+    elif known and allowed is not None and len(obj) > 1:
+        # arguments flattened beside the name: {"name": "read_file", "path": "a.py"}
+        raw = {k: v for k, v in obj.items() if k not in ("name", "type", "id")}
     elif explicit:
         raw = {}
     else:
         return None  # a bare {"name": …} without arguments is just data
-    known = allowed is None or name in allowed
     if not known:
-        if not explicit:
+        if not (explicit or shaped):
             return None
         offered = ", ".join(sorted(allowed or ())) or "none"
         return ParsedCall(name, {}, f"unknown tool {name!r}; the tools offered are: {offered}")
     try:
         return ParsedCall(name, decode_arguments(raw))
     except ValueError as exc:
-        if not explicit:
+        if not (explicit or shaped):
             return None
         return ParsedCall(name, {}, str(exc))
 
 
-def _calls_from_value(value: Any, allowed: Collection[str] | None, *, explicit: bool) -> list[ParsedCall]:
+def _calls_from_value(value: Any, allowed: Collection[str] | None, *, explicit: bool,
+                      report_shaped: bool = True) -> list[ParsedCall]:
     items = value if isinstance(value, list) else [value]
-    calls = [_call_from_obj(item, allowed, explicit=explicit) for item in items]
+    calls = [_call_from_obj(item, allowed, explicit=explicit, report_shaped=report_shaped) for item in items]
     if any(c is None for c in calls):
         return []  # a list that is not all calls is data, not calls
     return [c for c in calls if c is not None]
@@ -126,7 +168,7 @@ def _json_values(text: str) -> Iterator[tuple[int, int, Any]]:
         if j == -1:
             return
         try:
-            value, end = _decoder.raw_decode(text, j)
+            value, end = _raw_decode(text, j)
         except json.JSONDecodeError:
             i = j + 1
             continue
@@ -143,7 +185,7 @@ def _scan_block(body: str) -> tuple[int, Any] | None | str:
     """
     lead = len(body) - len(body.lstrip())
     try:
-        value, end = _decoder.raw_decode(body, lead)
+        value, end = _raw_decode(body, lead)
     except json.JSONDecodeError as exc:
         close = body.find(CLOSE_TAG)
         incomplete = exc.pos >= len(body.rstrip()) or exc.msg.startswith("Unterminated string")
@@ -207,7 +249,7 @@ def _parse_blocks(text: str, allowed: Collection[str] | None) -> ParseResult | N
         chunk = body if close == -1 else body[:close]
         if chunk.strip():
             try:
-                value, _ = _decoder.raw_decode(chunk.strip())
+                value, _ = _raw_decode(chunk.strip())
                 calls.extend(_block_calls(value, allowed))
             except json.JSONDecodeError as exc:
                 msg = scanned if isinstance(scanned, str) else f"the text inside <tool_call> is not valid JSON ({exc.msg})"
@@ -226,9 +268,11 @@ def _parse_fences(text: str, allowed: Collection[str] | None) -> ParseResult | N
     for m in _FENCE_RE.finditer(text):
         body = m.group(1).strip()
         try:
-            value = json.loads(body)
+            value, end = _raw_decode(body)
         except json.JSONDecodeError:
             continue
+        if body[end:].strip():
+            continue  # more than one JSON value: not a call
         found = _calls_from_value(value, allowed, explicit=False)
         if found:
             calls.extend(found)
@@ -241,8 +285,10 @@ def _parse_fences(text: str, allowed: Collection[str] | None) -> ParseResult | N
 def _parse_bare(text: str, allowed: Collection[str] | None) -> ParseResult | None:
     calls: list[ParsedCall] = []
     spans: list[tuple[int, int]] = []
+    body = text.strip()
     for start, end, value in _json_values(text):
-        found = _calls_from_value(value, allowed, explicit=False)
+        alone = end - start >= 0.8 * len(body)  # the reply is mostly this JSON: an attempt at a call
+        found = _calls_from_value(value, allowed, explicit=False, report_shaped=alone)
         if found:
             calls.extend(found)
             spans.append((start, end))

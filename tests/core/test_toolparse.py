@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core.toolparse import ParsedCall, ToolCallStreamFilter, decode_arguments, parse_tool_calls
+from core.toolparse import ParsedCall, ParseResult, ToolCallStreamFilter, decode_arguments, parse_tool_calls
 
 OFFERED = {"read_file", "write_file"}
 
@@ -222,10 +222,28 @@ def test_stream_fenced_json_that_is_not_a_call_is_shown_when_it_closes():
     assert final.calls == ()
 
 
-def test_stream_a_fenced_call_to_a_tool_not_offered_is_shown_as_text():
+def test_stream_a_fenced_call_to_a_tool_not_offered_comes_back_as_an_error_listing_the_tools():
     text = 'Try:\n```json\n{"name": "rm_rf", "arguments": {}}\n```\n'
     shown, final = stream(text)
-    assert shown + final.content == text and final.calls == ()
+    assert shown + final.content == "Try:\n"
+    assert [c.name for c in final.calls] == ["rm_rf"]
+    assert final.calls[0].error.startswith("unknown tool 'rm_rf'; the tools offered are: read_file, write_file")
+
+
+def test_calls_small_models_get_wrong_are_read_as_meant():
+    flattened = parse_tool_calls('```json\n{"name": "write_file", "path": "a.py", "content": "x = 1"}\n```', OFFERED)
+    assert flattened.calls == (ParsedCall("write_file", {"path": "a.py", "content": "x = 1"}),)
+    triple = parse_tool_calls('<tool_call>\n{"name": "write_file", "arguments": {"path": "a.py", '
+                              '"content": """def f():\n    return "hi"\n"""}}\n</tool_call>', OFFERED)
+    assert triple.calls == (ParsedCall("write_file", {"path": "a.py", "content": 'def f():\n    return "hi"\n'}),)
+    unknown = parse_tool_calls('{"name": "pytest", "arguments": {"args": "-q"}}', OFFERED)
+    assert unknown.calls[0].name == "pytest" and "the tools offered are: read_file, write_file" in unknown.calls[0].error
+
+
+def test_data_that_looks_like_a_call_stays_text():
+    for text in ('{"name": "Alice", "age": 3}', 'The config is {"name": "db", "arguments": {"x": 1}} here, as you see.',
+                 '```json\n{"name": "count_py"}\n```'):
+        assert parse_tool_calls(text, OFFERED) == ParseResult(text)
 
 
 def test_stream_python_fences_stream_as_they_come_and_their_closing_opens_nothing():
