@@ -66,6 +66,8 @@ class FileTools:
         self.max_read_bytes = max_read_bytes
         self.rg = rg  # "auto": ripgrep when on PATH; None: always Python
         self.search_time_s = search_time_s
+        #: files read or written by these tools: workspace-relative name -> (mtime_ns, size) then
+        self._seen: dict[str, tuple[int, int]] = {}
 
     def _rel(self, path: str) -> str:
         return relative_to_workspace(self.root, resolve_in_workspace(self.root, path))
@@ -75,6 +77,39 @@ class FileTools:
         return relative_to_workspace(self.root, refuse_protected(self.root, path))
 
     _writable = _allowed
+
+    # --- read before write --------------------------------------------------------------------
+    # As in Claude Code's file tools: a file is changed only after it was read in this session,
+    # and only as it was read. A model that writes a file it never looked at replaces what the
+    # person had with what it imagined (a config.json rebuilt from its name).
+
+    def _snapshot(self, path: str) -> tuple[int, int] | None:
+        """``(mtime_ns, size)`` of an existing file, ``None`` when there is none."""
+        try:
+            with open_confined(self.root, path, "rb") as f:
+                st = os.fstat(f.fileno())
+        except ToolError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _remember(self, rel: str, path: str) -> None:
+        snap = self._snapshot(path)
+        if snap is not None:
+            self._seen[rel] = snap
+
+    def _check_read(self, rel: str, path: str, tool: str) -> None:
+        """Refuse to change an existing file that was not read, or that changed since it was read."""
+        now = self._snapshot(path)
+        if now is None:
+            return  # a new file: nothing to lose
+        seen = self._seen.get(rel)
+        if seen is None:
+            raise ToolError(f"{rel} exists and has not been read in this session, so {tool} will not change it",
+                            hint=f"call read_file on {rel} first, then edit_file the part to change "
+                                 "(or write_file the complete new content)")
+        if seen != now:
+            raise ToolError(f"{rel} has changed since you last read it (by a command or another tool)",
+                            hint=f"call read_file on {rel} again, then make your change to what it holds now")
 
     # --- list_files ---------------------------------------------------------------------------
 
@@ -144,7 +179,8 @@ class FileTools:
                             hint="give end_line >= start_line, or leave end_line out to read to the end")
         rel = self._allowed(path)
         with open_confined(self.root, path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            size = st.st_size
             head = f.read(8192)
             kind = binary_kind(head)
             if kind is not None:
@@ -157,6 +193,7 @@ class FileTools:
                 text_lines, total, lossy = _stream_lines(head, f, (start_line or 1), end_line, self.max_read_chars)
             else:
                 text_lines, total, lossy = _all_lines(head + f.read())
+        self._seen[rel] = (st.st_mtime_ns, st.st_size)
         first = start_line or 1
         if total == 0:
             return ToolResult(f"({rel} is empty)", summary=f"read {rel} (empty)", data={"path": rel, "lines": 0})
@@ -202,8 +239,10 @@ class FileTools:
 
     def write_file(self, path: str, content: str) -> ToolResult:
         rel = self._writable(path)
+        self._check_read(rel, path, "write_file")
         data = _encode(content)
         created = write_atomic(self.root, path, data)
+        self._remember(rel, path)
         lines = content.count("\n") + (1 if content and not content.endswith("\n") else 0)
         verb = "Created" if created else "Overwrote"
         return ToolResult(f"{verb} {rel} ({_count(lines, 'line')}, {_count(len(data), 'byte')}).",
@@ -236,6 +275,7 @@ class FileTools:
             raise ToolError(f"{rel} is not valid UTF-8 (byte 0x{data[exc.start]:02x} on line {line}), "
                             "so edit_file could damage it",
                             hint="to convert it, read_file it and write the whole text back with write_file") from None
+        self._check_read(rel, path, "edit_file")
         crlf = "\r\n" in text and text.count("\r\n") == text.count("\n")
         work = text.replace("\r\n", "\n") if crlf else text
         old = old_text.replace("\r\n", "\n") if crlf else old_text
@@ -252,6 +292,7 @@ class FileTools:
         result = work.replace(old, new) if replace_all else work.replace(old, new, 1)
         body = result.replace("\n", "\r\n") if crlf else result
         write_atomic(self.root, path, (codecs.BOM_UTF8 if bom else b"") + _encode(body))
+        self._remember(rel, path)
         # where the new text sits in the new file
         shift, new_starts = 0, []
         for s in starts:
@@ -342,16 +383,16 @@ class FileTools:
                  }, ["pattern"]),
                  self.search_files, read_only=True, timeout_s=60.0),
             Tool("write_file",
-                 "Create a file or replace its whole content; missing parent folders are created. "
-                 "To change part of an existing file, use edit_file.",
+                 "Create a file, or replace the whole content of a file you have read; missing parent "
+                 "folders are created. To change part of an existing file, use edit_file.",
                  object_schema({
                      "path": {"type": "string", "description": f"File to write, {rel_path}."},
                      "content": {"type": "string", "description": "The complete new content of the file."},
                  }, ["path", "content"]),
                  self.write_file),
             Tool("edit_file",
-                 "Replace text in a file. old_text must match the file exactly (indentation included, "
-                 "no line numbers) and occur once, unless replace_all is true.",
+                 "Replace text in a file you have read. old_text must match the file exactly (indentation "
+                 "included, no line numbers) and occur once, unless replace_all is true.",
                  object_schema({
                      "path": {"type": "string", "description": f"File to edit, {rel_path}."},
                      "old_text": {"type": "string",

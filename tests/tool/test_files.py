@@ -291,6 +291,7 @@ def test_write_file_keeps_an_existing_files_permissions(ft, ws):
     script = ws / "run.sh"
     script.write_text("echo 1\n")
     script.chmod(0o755)
+    ft.read_file("run.sh")  # read before write
     ft.write_file("run.sh", "echo 2\n")
     assert stat.S_IMODE(script.stat().st_mode) == 0o755 and script.read_text() == "echo 2\n"
 
@@ -317,6 +318,7 @@ def test_write_file_never_writes_through_a_symlink_leading_out(ft, ws, outside):
 # --- edit_file ---------------------------------------------------------------------------------
 
 def test_edit_file_replaces_a_unique_text_and_shows_the_result(ft, ws):
+    ft.read_file("src/app.py")  # read before write
     result = ft.edit_file("src/app.py", "return text.lower()", "return text.lower().replace(' ', '-')")
     assert result.content == (
         "Replaced 1 occurrence in src/app.py. The changed part now reads:\n"
@@ -326,17 +328,20 @@ def test_edit_file_replaces_a_unique_text_and_shows_the_result(ft, ws):
 
 
 def test_edit_file_shows_at_most_30_lines_of_a_long_replacement(ft, ws):
+    ft.read_file("README.md")  # read before write
     result = ft.edit_file("README.md", "Slugify things.", "\n".join(f"row {i}" for i in range(1, 41)))
     assert lines_of(result)[1:3] == [" 1| # Demo", " 2| row 1"]
     assert lines_of(result)[-2:] == ["30| row 29", "(and 11 more lines)"]
 
 
 def test_edit_file_can_delete_text(ft, ws):
+    ft.read_file("README.md")  # read before write
     ft.edit_file("README.md", "Slugify things.\n", "")
     assert (ws / "README.md").read_text() == "# Demo\n"
 
 
 def test_edit_file_not_found_shows_the_closest_lines(ft):
+    ft.read_file("src/app.py")  # read before write
     with pytest.raises(ToolError) as info:
         ft.edit_file("src/app.py", "def slugify(txt):\n    return txt.lower()", "x")
     assert info.value.message == (
@@ -346,23 +351,27 @@ def test_edit_file_not_found_shows_the_closest_lines(ft):
 
 
 def test_edit_file_not_found_says_when_only_whitespace_differs(ft):
+    ft.read_file("src/app.py")  # read before write
     with pytest.raises(ToolError, match="the same words are there with different whitespace"):
         ft.edit_file("src/app.py", "def slugify(text):\n  return text.lower()", "x")
 
 
 def test_edit_file_not_found_spots_line_numbers_copied_from_read_file(ft):
+    ft.read_file("src/app.py")  # read before write
     with pytest.raises(ToolError, match="it includes the line numbers that read_file shows") as info:
         ft.edit_file("src/app.py", "1| def slugify(text):\n2|     return text.lower()", "x")
     assert info.value.hint == "leave out the 'N| ' prefixes; copy only the text after them"
 
 
 def test_edit_file_not_found_with_nothing_close_says_to_read_again(ft):
+    ft.read_file("src/app.py")  # read before write
     with pytest.raises(ToolError, match="and nothing in the file is close to it") as info:
         ft.edit_file("src/app.py", "zzzz qqqq 12345 @@@@", "x")
     assert info.value.hint.startswith("read_file it to see its current content")
 
 
 def test_edit_file_several_matches_says_how_many_and_where(ft, ws):
+    ft.read_file("src/app.py")  # read before write
     with pytest.raises(ToolError) as info:
         ft.edit_file("src/app.py", "slugify", "make_slug")
     assert info.value.message == "old_text occurs 2 times in src/app.py, at lines 1 and 5"
@@ -374,6 +383,7 @@ def test_edit_file_several_matches_says_how_many_and_where(ft, ws):
 
 
 def test_edit_file_refuses_empty_or_unchanged_text(ft):
+    ft.read_file("src/app.py")  # read before write
     with pytest.raises(ToolError, match="old_text is empty"):
         ft.edit_file("src/app.py", "", "x")
     with pytest.raises(ToolError, match="old_text and new_text are the same"):
@@ -382,6 +392,7 @@ def test_edit_file_refuses_empty_or_unchanged_text(ft):
 
 def test_edit_file_keeps_crlf_line_endings_and_a_utf8_bom(ft, ws):
     (ws / "win.txt").write_bytes(codecs.BOM_UTF8 + b"one\r\ntwo\r\nthree\r\n")
+    ft.read_file("win.txt")  # read before write
     ft.edit_file("win.txt", "one\ntwo", "uno\ndos")
     assert (ws / "win.txt").read_bytes() == codecs.BOM_UTF8 + b"uno\r\ndos\r\nthree\r\n"
 
@@ -544,3 +555,45 @@ def test_ripgrep_results_that_now_go_through_a_symlink_out_are_dropped(ws, outsi
     fake.chmod(0o755)
     found = search(ws, "slugify", rg=str(fake))
     assert [(m.path, m.line, m.text) for m in found.matches] == [("src/app.py", 1, "def slugify(text):")]
+
+
+# --- read before write ---------------------------------------------------------------------------
+
+def test_write_file_over_a_file_not_read_is_refused_and_the_file_kept(ft, ws):
+    config = ws / "config.json"
+    config.write_text('{"port": 8080, "debug": false}\n')
+    with pytest.raises(ToolError, match=r"config.json exists and has not been read in this session") as caught:
+        ft.write_file("config.json", '{"invented": true}\n')
+    assert "call read_file on config.json first" in caught.value.hint
+    assert config.read_text() == '{"port": 8080, "debug": false}\n'
+    ft.read_file("config.json")  # the control: once read, the same call works
+    assert ft.write_file("config.json", '{"port": 8081}\n').data["created"] is False
+    assert config.read_text() == '{"port": 8081}\n'
+
+
+def test_edit_file_of_a_file_not_read_is_refused_and_works_once_read(ft, ws):
+    with pytest.raises(ToolError, match=r"src/app.py exists and has not been read in this session, so edit_file"):
+        ft.edit_file("src/app.py", "text.lower()", "text.upper()")
+    assert "lower" in (ws / "src" / "app.py").read_text()
+    ft.read_file("src/app.py", start_line=1, end_line=2)  # a part is enough
+    ft.edit_file("src/app.py", "text.lower()", "text.upper()")
+    ft.edit_file("src/app.py", "text.upper()", "text.title()")  # its own edit keeps it read
+    assert "text.title()" in (ws / "src" / "app.py").read_text()
+
+
+def test_a_file_changed_since_it_was_read_must_be_read_again(ft, ws):
+    ft.read_file("src/pkg/util.py")
+    path = ws / "src" / "pkg" / "util.py"
+    path.write_text("VALUE = 2  # changed by a command\n")
+    os.utime(path, ns=(1, 1))  # a different modification time whatever the clock's resolution
+    with pytest.raises(ToolError, match=r"src/pkg/util.py has changed since you last read it"):
+        ft.write_file("src/pkg/util.py", "VALUE = 3\n")
+    assert path.read_text() == "VALUE = 2  # changed by a command\n"
+    ft.read_file("src/pkg/util.py")
+    ft.write_file("src/pkg/util.py", "VALUE = 3\n")
+    assert path.read_text() == "VALUE = 3\n"
+
+
+def test_new_files_need_no_read(ft, ws):
+    ft.write_file("fresh/new.py", "x = 1\n")
+    assert (ws / "fresh" / "new.py").read_text() == "x = 1\n"
