@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     enable_pyexe: bool = Field(True, description="Offer the persistent Python tool")
     enable_memory: bool = Field(True, description="Offer the memory tool and recall memories into the prompt")
     enable_skills: bool = Field(True, description="Offer promote_skill and the skills in workspace/skills")
+    workspace_view_tokens: int = Field(3000, ge=0, description="Tokens of the workspace put in the prompt at the "
+                                       "start of a task: the file list and the files the task names (0: none)")
+    toolset: Literal["relevant", "all"] = Field("relevant", description="Tools offered per task: 'relevant' (the "
+                                                "file tools, shell and promote_skill always; pyexe, fetch, data_view, memory "
+                                                "and plan when the task's words call for them) or 'all'")
     skills_offered: int = Field(8, ge=1, description="Most skills offered to the model at once (the most relevant to the task)")
     sandbox: Literal["on", "off"] = Field("on", description="Run code under bubblewrap; 'off' runs it unconfined (shown on every start)")
     shell_network: bool = Field(False, description="Let sandboxed commands use the network")

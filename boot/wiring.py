@@ -21,24 +21,27 @@ from tool.registry import ToolRegistry
 
 if TYPE_CHECKING:
     from store.embed import Embedder
+    from tool.files import FileTools
     from store.memory import MemoryStore
 
 
 def build_registry(settings: Settings, *, tools: Sequence[Tool] = (), memory: "MemoryStore | None" = None,
                    closers: list[Callable[[], None]] | None = None,
-                   embedder: "Callable[[], Embedder] | None" = None) -> ToolRegistry:
+                   embedder: "Callable[[], Embedder] | None" = None,
+                   files: "FileTools | None" = None) -> ToolRegistry:
     """The tool registry for ``settings``: the enabled built-in tools, ``tools``, then the skills.
 
     Tool modules are imported only when enabled. Whatever holds a process or a file (the Python
     REPL) puts its ``close`` on ``closers``. ``memory`` is the store the ``memory`` tool uses;
-    ``embedder`` gives the skill loader the memory's embedder so the model is loaded once.
+    ``embedder`` gives the skill loader the memory's embedder so the model is loaded once; ``files``
+    is the file tools' state (what was read) when the caller shares it with the workspace view.
     """
     registry = ToolRegistry(default_timeout_s=settings.tool_timeout_s, result_tokens=settings.tool_result_tokens)
     root = settings.workspace_root
     if settings.enable_files:
-        from tool.files import file_tools
+        from tool.files import FileTools
 
-        registry.register_all(file_tools(root))
+        registry.register_all((files or FileTools(root)).tools())
     if settings.enable_shell:
         from tool.shell import shell_tool
 
@@ -134,7 +137,12 @@ def _assemble(settings: Settings, gateway: ModelGateway, events: AgentEvents | N
         memory = MemoryStore.for_workspace(root, shared)
         closers.append(memory.close)
         embedder = lambda: shared  # noqa: E731  (the skill loader asks for a factory)
-    registry = build_registry(settings, tools=tools, memory=memory, closers=closers, embedder=embedder)
+    files = None
+    if settings.enable_files:
+        from tool.files import FileTools
+
+        files = FileTools(root)
+    registry = build_registry(settings, tools=tools, memory=memory, closers=closers, embedder=embedder, files=files)
     if sessions is not None:
         store = sessions
     else:
@@ -148,6 +156,10 @@ def _assemble(settings: Settings, gateway: ModelGateway, events: AgentEvents | N
         extra = [system_prompt_extra]
     else:
         extra = list(system_prompt_extra)
+    if files is not None and settings.workspace_view_tokens > 0:
+        from flow.workspace_view import WorkspaceView
+
+        extra.append(WorkspaceView(files, budget_tokens=settings.workspace_view_tokens))
     if memory is not None and settings.memory_recall_tokens > 0:
         from store.memory import RecallSection
 

@@ -189,9 +189,13 @@ class ContextBudget:
             self._cache[key] = found
         return found
 
-    def build(self, system: Message, history: Sequence[StoredMessage], tools: Sequence[Tool], *,
+    def build(self, system: Message | Sequence[Message], history: Sequence[StoredMessage], tools: Sequence[Tool], *,
               task_seq: int | None = None) -> Request:
-        """The request for the next call; raises :class:`BudgetExceeded` when even the minimum does not fit."""
+        """The request for the next call; raises :class:`BudgetExceeded` when even the minimum does not fit.
+
+        ``system``: the leading system message(s), always sent whole.
+        """
+        system = [system] if isinstance(system, Message) else list(system)
         for _ in range(3):
             request = self._plan(system, history, tools, task_seq)
             if self.counter.scale(request.raw) < EXACT_CHECK_SHARE * self.limit:
@@ -209,10 +213,10 @@ class ContextBudget:
             f"{self.limit} this model's context leaves after the reply budget",
             budget="context", hint="use a model with a longer context (AGENT_CTX), or a shorter task")
 
-    def _plan(self, system: Message, history: Sequence[StoredMessage], tools: Sequence[Tool],
+    def _plan(self, system: list[Message], history: Sequence[StoredMessage], tools: Sequence[Tool],
               task_seq: int | None) -> Request:
         scale = self.counter.scale
-        fixed = TokenCounter.raw(system) + self.counter.raw_tools(tools)
+        fixed = sum(TokenCounter.raw(m) for m in system) + self.counter.raw_tools(tools)
         units = rounds(history)
         room = max(1, self.limit - scale(fixed))
         # one tool result may take a quarter of what is left, but never more than the setting;
@@ -279,7 +283,7 @@ class ContextBudget:
                 cap_for = {}
         else:
             cap_for = {}
-        messages = [system]
+        messages = list(system)
         dropped: list[StoredMessage] = []
         for i, unit in enumerate(units):
             if not keep[i]:

@@ -17,6 +17,7 @@ setting) propagates, for the CLI to print.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -31,7 +32,8 @@ from core.tools import Tool, ToolResult
 from flow.compaction import Compactor
 from flow.context import ContextBudget, Request, reply_budget
 from flow.events import AgentEvents, RunResult, ToolCallRecord
-from flow.prompt import PromptSection, gather_sections, system_prompt
+from flow.toolset import choose_tools
+from flow.prompt import PromptSection, environment_prompt, gather_sections, system_prompt
 from store.sessions import SessionStore, StoredMessage
 from tool.registry import Outcome, ToolRegistry
 
@@ -75,8 +77,6 @@ Verifier = Callable[[Finished], Union[str, None]]
 
 #: the share of the prompt budget tool descriptions may take before optional tools give way
 TOOL_SHARE = 0.5
-#: what gives way first (after skills) when tool descriptions crowd a small context
-OPTIONAL_TOOLS = ("promote_skill", "memory", "data_view", "fetch", "pyexe", "plan")
 
 
 @dataclass
@@ -170,9 +170,11 @@ class Agent:
         self.gateway = gateway
         self._sized = None
 
-    def system_message(self, task: str, session_id: str) -> Message:
+    def system_messages(self, task: str, session_id: str) -> list[Message]:
+        """The instructions (stable, cached by the server) and then the environment (varies)."""
         sections = gather_sections(self.prompt_sections, task, session_id, self.events.notice)
-        return Message.system(system_prompt(self.settings.workspace_root, sections=sections))
+        return [Message.system(system_prompt()),
+                Message.system(environment_prompt(self.settings.workspace_root, sections=sections))]
 
     # --- run ---------------------------------------------------------------------------------
 
@@ -237,32 +239,25 @@ class Agent:
     def step(self, st: _Run) -> None:
         """One model call and the tool calls it asks for."""
         self._check_budgets(st)
-        tools = self._fit_tools(self.registry.tools(task=st.task))
+        tools = self._fit_tools(self.registry.tools(task=st.task), st.task)
         request = self._request(st, tools)
         completion = self._query(st, request, tools)
         calls = self._record_reply(st, completion, tools)
         self._execute(st, calls, tools)
 
-    def _fit_tools(self, tools: list[Tool]) -> list[Tool]:
-        """The tools to offer: in a small context, skills and optional tools give way to the essential ones."""
+    def _fit_tools(self, tools: list[Tool], task: str = "") -> list[Tool]:
+        """The tools to offer (``flow/toolset.py``): the core ones, what the task calls for, the skills."""
         budget = self.context
         counter = budget.counter
         cap = int(budget.limit * TOOL_SHARE)
-        if counter.raw_tools(tools) <= cap:
-            return tools
-        kept = list(tools)
-        dropped: list[str] = []
-        for name in [t.name for t in reversed(kept) if t.source == "skill"] + list(OPTIONAL_TOOLS):
-            if counter.raw_tools(kept) <= cap:
-                break
-            if any(t.name == name for t in kept):
-                kept = [t for t in kept if t.name != name]
-                dropped.append(name)
+        choice = choose_tools(tools, task, everything=getattr(self.settings, "toolset", "all") == "all",
+                              fits=lambda offered: counter.raw_tools(offered) <= cap)
+        dropped = list(choice.dropped)
         if dropped and dropped != self._tools_left_out:
             self.events.notice(f"the {budget.context_length}-token context is small: not offering "
                                f"{', '.join(dropped)} (raise AGENT_CTX, or turn off tools you do not need)")
         self._tools_left_out = dropped
-        return kept
+        return choice.tools
 
     def _check_budgets(self, st: _Run) -> None:
         s = self.settings
@@ -280,7 +275,7 @@ class Agent:
                                  hint="raise AGENT_MAX_TOKENS_TOTAL or continue with --resume")
 
     def _request(self, st: _Run, tools: Sequence[Tool]) -> Request:
-        system = self.system_message(st.task, st.session_id)
+        system = self.system_messages(st.task, st.session_id)
         budget = self.context
         request = budget.build(system, st.history, tools, task_seq=st.task_seq)
         if request.dropped:
@@ -377,6 +372,15 @@ class Agent:
             if not text.strip():
                 self._format_error(st, "your reply was empty")
                 return ()
+            attempt = looks_like_call(text)
+            if attempt:
+                self._append(st, Message.assistant(text))
+                offered = ", ".join(t.name for t in tools) or "none"
+                self._format_error(st, f"your reply looks like a tool call ({attempt}) but it could not be run; "
+                                       f"the tools are: {offered}. Call one with "
+                                       '<tool_call>{"name": ..., "arguments": {...}}</tool_call>, '
+                                       "or answer in plain words if the task is done")
+                return ()
             self._append(st, Message.assistant(text))
             self.events.assistant_done(text, ())
             st.answer = text
@@ -449,6 +453,38 @@ class Agent:
 
     def _append(self, st: _Run, message: Message) -> None:
         st.history.append(self.sessions.append(st.session_id, message))
+
+
+_CALL_START = re.compile(r'\{\s*"(?:name|tool|function)"\s*:\s*"([A-Za-z_][A-Za-z0-9_.]*)"')
+_CALL_KEYS = {"arguments", "parameters", "args", "input", "tool_input"}
+_CALL_MARKUP = ("<tool_call>", "</tool_call>", "<tool_response>", "<|im_start|>", "<function=", "<tool ")
+
+
+def looks_like_call(text: str) -> str:
+    """Why a reply without a readable call still looks like an attempt at one ('' when it does not).
+
+    A final answer must be words for the person: a reply that is mostly a JSON object with a
+    ``name``, or that carries call markup, is a call gone wrong, and the model gets another go.
+    """
+    body = text.strip()
+    for mark in _CALL_MARKUP:
+        if mark in body:
+            return f"it contains {mark}"
+    unfenced = body
+    if unfenced.startswith("```"):
+        unfenced = unfenced.split("\n", 1)[1] if "\n" in unfenced else ""
+        unfenced = unfenced.rsplit("```", 1)[0]
+    unfenced = unfenced.strip()
+    match = _CALL_START.match(unfenced)
+    if not match:
+        return ""
+    try:
+        value = json.loads(unfenced)
+    except json.JSONDecodeError:
+        return f"broken JSON naming {match.group(1)!r}"
+    if isinstance(value, dict) and (len(value) == 1 or _CALL_KEYS & value.keys()):
+        return f"a JSON object naming {match.group(1)!r}"
+    return ""  # data that happens to start with a name, such as a package.json
 
 
 def _summary(result: ToolResult) -> str:

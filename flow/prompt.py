@@ -1,7 +1,10 @@
 """The system prompt: short, because small models follow short prompts.
 
-The tools and their schemas go through the API's ``tools`` field, not into this text. Extra
-sections (recalled memories, the current plan) come from callables asked before every model call.
+A request starts with two system messages: the instructions (the same bytes for every task), then,
+after the tools block the chat template renders, the environment (workspace, machine, the plan and
+recalled memories). The stable part first lets prefix caches serve the instructions and the tools
+on every new task. The tools and their schemas go through the API's ``tools`` field, not into this
+text. Extra sections come from callables asked before every model call.
 """
 
 from __future__ import annotations
@@ -41,19 +44,40 @@ def describe_shell() -> str:
     return shell or "/bin/sh"
 
 
-def system_prompt(workspace: Path | str, *, sections: Sequence[str] = (), os_name: str | None = None,
-                  shell: str | None = None) -> str:
-    """The agent's system prompt for ``workspace``, with optional extra ``sections`` appended."""
-    lines = [
-        "You are a coding agent. You work by calling tools, one step at a time.",
-        f"Workspace: {workspace} (tool paths are relative to it).",
-        f"System: {os_name or describe_os()}; shell: {shell or describe_shell()}.",
-        "Look before you change things, make the smallest change that does the task, then check it.",
-        "If a tool returns an error, read it and fix the call; do not repeat the same failing call.",
-        "When the task is done, or you need an answer from the person, reply in plain text without "
-        "a tool call: that ends your turn. Say briefly what you did.",
-    ]
-    text = "\n".join(lines)
+#: The instructions: the same bytes for every task, workspace and machine, so that a server that
+#: caches prompt prefixes (this project's, llama-server, vLLM) serves them, and the tools block
+#: the chat template puts right after them, from its cache. Everything that varies goes in
+#: :func:`environment_prompt`, a second system message after the tools.
+INSTRUCTIONS = "\n".join([
+    "You are a coding agent working in a project folder (the workspace). You act by calling the tools "
+    "below, one step at a time, and you see each result before your next step.",
+    "How to work:",
+    "- Look first. Before you answer a question about the code or change anything, read the files "
+    "involved (list_files, read_file, search_files). Never guess what a file contains.",
+    "- Read a file before you change it. Change part of a file with edit_file (old_text copied exactly "
+    "from the file); write_file creates a new file or replaces a whole file.",
+    "- After a change, check it: run the tests or the program with the shell tool "
+    "(for example: python -m pytest -q).",
+    "- If a tool returns an error, read it and fix the call; never repeat a call that failed.",
+    "- Call only the tools listed, with their arguments inside \"arguments\".",
+    "- When the task is done, reply in plain words without a tool call: that ends your turn. "
+    "Give the answer the person asked for, or say briefly what you changed.",
+])
+
+
+def system_prompt() -> str:
+    """The agent's instructions: identical for every task (see :data:`INSTRUCTIONS`)."""
+    return INSTRUCTIONS
+
+
+def environment_prompt(workspace: Path | str, *, sections: Sequence[str] = (), os_name: str | None = None,
+                       shell: str | None = None) -> str:
+    """What varies: the workspace, the machine, and the extra ``sections`` (plan, recalled memories)."""
+    # the folder's name, not its full path: a small model copies a full path into every call, and
+    # commands and tools work inside the workspace anyway
+    name = Path(workspace).name or str(workspace)
+    text = (f"Workspace: the folder {name!r}. Use paths relative to it (like src/app.py); commands run in it.\n"
+            f"System: {os_name or describe_os()}; shell: {shell or describe_shell()}.")
     for section in sections:
         section = (section or "").strip()
         if section:

@@ -197,11 +197,9 @@ def shell_tool(settings: Any, *, policy: sandbox.SandboxPolicy | None = None) ->
 
     return Tool(
         name="shell",
-        description=("Run a shell command (bash) in the workspace, inside a sandbox: the workspace is writable, "
-                     "the system is read-only, /tmp is private and discarded after the call, "
-                     + ("the network is on" if base.network else "there is no network")
-                     + f". Returns exit code, stdout and stderr (long output is cut). Timeout {max_timeout:g} s. "
-                     "Background processes are killed when the command returns."),
+        description=("Run a bash command in the workspace, e.g. to run tests or a script. Sandboxed: only the "
+                     "workspace is writable, " + ("the network is on" if base.network else "there is no network")
+                     + f". Returns the exit code and the output (long output is cut). Timeout {max_timeout:g} s."),
         parameters=object_schema({
             "command": {"type": "string", "description": "the command line, run with bash -c"},
             "cwd": {"type": "string", "description": "subfolder of the workspace to run in (default: the root)"},

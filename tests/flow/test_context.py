@@ -150,7 +150,7 @@ class Model:
                 return GatewayError("HTTP 503 from the model server", status_code=503)
             return f"Task: refactor utils.py. Files touched: chunks 0-{self.work}. Open items: continue reading."
         well_formed(messages)
-        assert messages[0].role == "system" and messages[0].content.endswith("## Plan\n- [ ] split slugify")
+        assert messages[1].role == "system" and messages[1].content.endswith("## Plan\n- [ ] split slugify")
         assert Message.user(TASK) in messages
         if self.summaries:
             assert any(m.content.startswith(SUMMARY_HEADER) for m in messages)

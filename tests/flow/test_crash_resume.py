@@ -80,7 +80,7 @@ def test_a_session_killed_mid_tool_is_repaired_and_resumed(tmp_path, make_agent,
     # a fresh process's view: the next run on the session repairs it and the model sees a valid history
     def check(messages, offered):
         well_formed(messages)
-        assert messages[1:] == [
+        assert messages[2:] == [
             Message.user("summarise notes.md"),
             before[1],
             Message.tool(before[1].tool_calls[0].id, "hang", INTERRUPTED_RESULT),

@@ -9,6 +9,7 @@ import pytest
 from core.errors import ConfigError, ContextOverflow, GatewayError, ModelUnavailable
 from core.messages import Completion, Message, ToolCall, Usage
 from flow.loop import Agent
+from flow.prompt import system_prompt
 from store.sessions import SessionNotFound
 
 from flow_helpers import well_formed
@@ -35,7 +36,7 @@ def test_tool_call_then_answer_records_the_call_before_its_result(make_agent, st
     assert events.kinds()[:4] == ["thinking", "usage", "assistant_done", "tool_start"]
     assert "".join(events.of("text")) == "Wrote a.txt."
     first = gateway.requests[0]
-    assert first.messages[0].role == "system" and first.messages[1] == Message.user("write hello to a.txt")
+    assert [m.role for m in first.messages[:2]] == ["system", "system"] and first.messages[2] == Message.user("write hello to a.txt")
     assert sorted(first.tool_names) == ["big", "block", "echo", "fail", "write_note"]
 
 
@@ -304,10 +305,11 @@ def test_system_prompt_names_workspace_os_shell_and_extra_sections(make_agent, w
         raise RuntimeError("index missing")
 
     def check(messages, offered):
-        system = messages[0].content
-        assert f"Workspace: {workspace.resolve()}" in system
+        assert "without a tool call" in messages[0].content
+        assert messages[0].content == system_prompt()  # the same bytes for every task and workspace
+        system = messages[1].content
+        assert f"Workspace: the folder {workspace.resolve().name!r}" in system
         assert "shell: /bin/zsh" in system
-        assert "without a tool call" in system
         assert system.endswith("## Plan\n- [ ] write the test")
         assert "echo" not in system  # tools go through the API, not the prose
         return "ok"
@@ -357,7 +359,7 @@ def test_another_gateway_continues_the_same_session(make_agent, store):
     result = agent.run("start")
 
     def check(messages, offered):
-        assert [m.role for m in messages] == ["system", "user", "assistant", "tool", "assistant", "user"]
+        assert [m.role for m in messages] == ["system", "system", "user", "assistant", "tool", "assistant", "user"]
         return "second answer"
 
     with ScriptedGateway([check], model="other", context=32768) as second:
@@ -429,3 +431,27 @@ def test_a_verifier_can_send_the_work_back_and_then_accept_it(make_agent, store)
     ended = agent2.run("write b.py")
     assert (ended.status, ended.reason, ended.answer) == ("checks_failed", "checks still failing after 2 rounds: 1 failed", "Done.")
     assert store.info(ended.session_id).status == "checks_failed"
+
+
+@pytest.mark.parametrize("reply", [
+    '```json\n{"name": "count_py"}\n```',
+    '{"name": "run_tests", "args": "-q"}',
+    'Counting.<|im_start|>assistant',
+    '<tool_response>\n{"ok": true}\n</tool_response>',
+])
+def test_an_answer_that_is_a_failed_call_goes_back_to_the_model_instead_of_ending_done(make_agent, reply):
+    def check(messages, offered):
+        assert messages[-2].content == reply
+        assert messages[-1].role == "user" and "looks like a tool call" in messages[-1].content
+        assert "the tools are: " in messages[-1].content and "echo" in messages[-1].content
+        return "There are 3 Python files."
+
+    agent, _, _ = make_agent([reply, check])
+    result = agent.run("count the python files")
+    assert (result.status, result.answer) == ("done", "There are 3 Python files.")
+
+
+def test_an_answer_with_json_data_that_is_not_a_call_ends_the_run(make_agent):
+    answer = '{"name": "myapp", "version": "1.2.0", "private": true}'
+    agent, _, _ = make_agent([answer])
+    assert (agent.run("what does package.json hold?").status, ) == ("done", )

@@ -163,7 +163,7 @@ def read_chunk_tool() -> Tool:
 
 def settings_for(workspace, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"workspace": workspace, "ctx": None, "max_steps": 50, "max_reply_tokens": 2048,
-                              "tool_result_tokens": 2000, "enable_files": False}
+                              "tool_result_tokens": 2000, "enable_files": False, "toolset": "all"}
     values.update(overrides)
     return Settings(**values)
 
@@ -182,7 +182,7 @@ class PlanningModel:
             self.summaries += 1
             return "Task: split slugify. Files touched: none. Open items: keep reading chunks."
         well_formed(messages)
-        self.systems.append(messages[0].content)
+        self.systems.append(messages[1].content)
         if self.summaries:
             assert any(m.content.startswith(SUMMARY_HEADER) for m in messages)
         self.step += 1
@@ -223,7 +223,7 @@ def test_the_plan_stays_in_the_system_prompt_through_compactions_and_a_resume(wo
     seen: list[str] = []
 
     def resumed(messages: list[Message], offered: list[Tool]) -> str:
-        seen.append(messages[0].content)
+        seen.append(messages[1].content)
         return "Next I split slugify."
 
     again = build_agent(settings_for(workspace), gateway=ScriptedGateway([resumed], context=4096), sessions=store,
@@ -237,7 +237,7 @@ def test_the_plan_stays_in_the_system_prompt_through_compactions_and_a_resume(wo
 def test_a_plan_all_done_becomes_complete_when_the_run_ends_done(workspace, store):
     steps = [ToolCall("plan", {"action": "set", "items": ["only step"]}),
              ToolCall("plan", {"action": "update", "item": 1, "status": "done"}),
-             lambda messages, offered: ("reviewing, 1 of 1 done" in messages[0].content and "Done.") or "no plan seen"]
+             lambda messages, offered: ("reviewing, 1 of 1 done" in messages[1].content and "Done.") or "no plan seen"]
     with ScriptedGateway(steps) as gateway:
         agent = build_agent(settings_for(workspace), gateway=gateway, sessions=store)
         result = agent.run("do the one step")
@@ -273,5 +273,5 @@ def test_compacting_on_demand_keeps_the_newest_rounds_and_the_plan(workspace, st
     assert after[0].message.content == SUMMARY_HEADER + "\nTask: split slugify. Open items: write."
     assert [r.message for r in after[1:]] == [r.message for r in before[-3:]]  # the last call, its result, the answer
     assert "User: " + TASK in summary_request[0]
-    assert "## Plan (planning, 0 of 2 done)" in agent.system_message("go on", result.session_id).content
+    assert "## Plan (planning, 0 of 2 done)" in agent.system_messages("go on", result.session_id)[-1].content
     assert compact_session(agent, result.session_id, keep_rounds=3) == 0  # nothing older left to fold

@@ -166,12 +166,10 @@ def promote_skill_tool(settings: Any = None, *, workspace: str | os.PathLike[str
 
     return Tool(
         name="promote_skill",
-        description=("Turn a function you wrote in a workspace .py file into a new tool you can call from the next "
-                     "step on. The function must be at module level, self-contained (imports in the file, standard "
-                     "library or installed packages only), with a type hint on every parameter (str, int, float, "
-                     "bool, list[...], dict[str, ...], Literal[...], Optional[...]), a return annotation, and a "
-                     "docstring whose Args: section describes each parameter. Examples run in the sandbox and must "
-                     "pass. Promoting an existing name makes a new version."),
+        description=("Make a function in a workspace .py file into a new tool (a skill) you can call from the "
+                     "next step on. Use it only when the person asks for a tool or a skill. The function must be "
+                     "at module level, with a type hint on every parameter, a return annotation and a docstring; "
+                     "examples are run to check it."),
         parameters=object_schema({
             "file_path": {"type": "string", "description": "workspace-relative path of the .py file"},
             "function_name": {"type": "string", "description": "name of the function in that file"},
