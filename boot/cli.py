@@ -203,6 +203,13 @@ def prepare_workspace(settings: Settings, *, quiet: bool = False) -> None:
     from boot.workspace import keep_out_of_git, workspace_notes
 
     root = settings.workspace_root
+    if settings.sandbox != "off":  # before anything is made there: the file tools could rewrite the agent too
+        from core.sandbox import workspace_problem
+
+        problem = workspace_problem(root)
+        if problem:
+            raise ConfigError(problem, hint="point --workspace (AGENT_WORKSPACE) at a project folder of its own, "
+                                            "e.g. a copy of the code to work on")
     notes = workspace_notes(root, given="workspace" in settings.model_fields_set, cwd=Path.cwd(),
                             agent_home=PROJECT_ROOT)
     for note in notes:
