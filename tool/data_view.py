@@ -32,13 +32,15 @@ REPLY_BYTES = 8 << 20
 TIMEOUT_S = 60.0
 
 
-def _policy(settings: Any, confined: bool | None) -> sandbox.SandboxPolicy:
+def _policy(root: Path, settings: Any, confined: bool | None) -> sandbox.SandboxPolicy:
     """Limits for one parse: 4 GiB of address space, a minute of wall time (CPU seconds add up over
     pyarrow's threads, one per CPU), the default process cap, no network."""
     on = confined if confined is not None else (settings is None or getattr(settings, "sandbox", "on") != "off")
     timeout = min(float(getattr(settings, "tool_timeout_s", TIMEOUT_S)), TIMEOUT_S) if settings is not None else TIMEOUT_S
-    # the workspace given here is a placeholder: each call makes an empty one of its own
-    return sandbox.SandboxPolicy(workspace=Path(tempfile.gettempdir()), confined=on, network=False, python=True,
+    # the workspace given here is a placeholder: each call makes an empty one of its own. It is the
+    # agent's workspace, already accepted, because a folder such as /tmp is refused when it holds
+    # the person's home or the agent's own checkout (as in tests and CI)
+    return sandbox.SandboxPolicy(workspace=Path(root), confined=on, network=False, python=True,
                                  limits=sandbox.Limits(cpu_s=None), timeout_s=timeout,
                                  output_bytes=REPLY_BYTES, readonly_workspace=True)
 
@@ -49,7 +51,7 @@ def data_view_tool(root: Path, *, settings: Any = None, confined: bool | None = 
     The parse runs in the sandbox unless ``settings.sandbox`` is ``"off"`` (or ``confined`` is
     False): then in a process of its own, still out of the agent's.
     """
-    policy = _policy(settings, confined)
+    policy = _policy(root, settings, confined)
 
     def data_view(path: str, op: str = "head", n: int = 10) -> ToolResult:
         if op not in OPS:
