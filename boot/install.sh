@@ -26,13 +26,14 @@ lock="$root/boot/constraints.txt"
 python="${PYTHON:-python3}"
 
 say() { printf '[install %d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
-stop() { say "$1"; say "what to do: $2"; exit 1; }
+stop() { say "$1"; shift; say "what to do: $*"; exit 1; }
 
 if ! command -v "$python" >/dev/null 2>&1; then
     stop "no '$python' found" "install Python 3.10 or newer, or set PYTHON=/path/to/python3"
 fi
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-    stop "$("$python" --version 2>&1) is too old: Python 3.10 or newer is needed" "set PYTHON=/path/to/python3.10-or-newer"
+    stop "$("$python" --version 2>&1) is too old: Python 3.10 or newer is needed" \
+        "set PYTHON=/path/to/python3.10-or-newer"
 fi
 
 use_lock=1
@@ -105,7 +106,8 @@ if [ -z "${CMAKE_ARGS:-}" ] && command -v nvcc >/dev/null 2>&1 \
     say "NVIDIA GPU and nvcc found: building llama-cpp-python with CUDA (CMAKE_ARGS=$CMAKE_ARGS)"
 fi
 if ! "$venv/bin/python" -c 'import llama_cpp' >/dev/null 2>&1; then
-    say "compiling llama.cpp (llama-cpp-python) — usually 4–8 minutes on 2 cores, seconds when pip has the wheel cached"
+    say "compiling llama.cpp (llama-cpp-python) — usually 4–8 minutes on 2 cores;" \
+        "seconds when pip has the wheel cached"
     # a line every 30 s, so a long compile is not mistaken for a hang; its sleep goes with it (a sleep
     # left behind would hold the caller's pipe open)
     (
@@ -125,11 +127,14 @@ if ! "$venv/bin/python" -c 'import llama_cpp' >/dev/null 2>&1; then
     trap - EXIT
     if [ "$llama_rc" != 0 ]; then
         stop "compiling llama-cpp-python failed after ${SECONDS}s (the compiler's message is above)" \
-            "install a C++ compiler and cmake (Debian/Ubuntu: apt-get install build-essential cmake), then run this again"
+            "install a C++ compiler and cmake (Debian/Ubuntu: apt-get install build-essential cmake);" \
+            "then run this again"
     fi
 fi
 
 say "installing the project and its dependencies"
 pip_run install -e "$root[dev]" "${constraints[@]}" || pip_failed "installing the project's dependencies"
 printf '%s\n' "$want" > "$stamp"
-say "done in $((SECONDS / 60)) min $((SECONDS % 60)) s: $venv$([ "$use_lock" = 1 ] && echo ' (the tested lock)' || echo ' (newest versions, no lock)')"
+what="the tested lock"
+[ "$use_lock" = 1 ] || what="newest versions, no lock"
+say "done in $((SECONDS / 60)) min $((SECONDS % 60)) s: $venv ($what)"

@@ -1,4 +1,4 @@
-"""boot/install.sh: the tested lock by default, a stamp that covers the lock, a line per step, errors that say what to do.
+"""boot/install.sh: the tested lock by default, a stamp that covers it, a line per step, errors that say what to do.
 
 The real script runs in a copy of the project whose ``.venv/bin/python`` is a stand-in: it records
 each call and answers imports as the test says, so no package is downloaded. A real install is what
@@ -31,7 +31,9 @@ if [ "$1" = -c ]; then
     exit 0
 fi
 if [ "$1" = -m ] && [ "$2" = pip ]; then
-    if [ -n "${PIP_FAIL:-}" ] && [[ "$*" == *"$PIP_FAIL"* ]]; then echo "ERROR: no matching distribution" >&2; exit 1; fi
+    if [ -n "${PIP_FAIL:-}" ] && [[ "$*" == *"$PIP_FAIL"* ]]; then
+        echo "ERROR: no matching distribution" >&2; exit 1
+    fi
     for arg in "$@"; do
         if [ "$prev" = -c ]; then cp "$arg" "$FAKE_LOG.constraints"; fi
         prev="$arg"
@@ -97,7 +99,7 @@ def test_every_line_says_the_time_so_far_and_the_last_one_the_total(project: Pat
     lines = done.stderr.splitlines()
     ours = [line for line in lines if line.startswith("[install")]
     assert all(re.match(r"\[install \d+:\d\d\] ", line) for line in ours)
-    assert any("compiling llama.cpp (llama-cpp-python) — usually 4–8 minutes on 2 cores" in line for line in ours)
+    assert any("compiling llama.cpp (llama-cpp-python) — usually 4–8 minutes on 2 cores;" in line for line in ours)
     assert re.match(r"\[install \d+:\d\d\] done in \d+ min \d+ s: .*\.venv \(the tested lock\)$", lines[-1])
     # pip talks (no --quiet on the big steps) but a log keeps only what says something
     assert "Collecting a-package" in done.stderr and "Requirement already satisfied" not in done.stderr
@@ -140,7 +142,7 @@ def test_a_current_install_is_a_silent_no_op_until_the_lock_changes(project: Pat
 
 
 @pytest.mark.parametrize(("failing", "what"), [
-    ("llama-cpp-python", "apt-get install build-essential cmake"),
+    ("llama-cpp-python", "apt-get install build-essential cmake); then run this again"),
     ("[dev]", "AGENT_NO_LOCK=1 bash boot/install.sh"),
 ])
 def test_a_failed_step_ends_with_what_to_do_and_leaves_no_stamp(project: Path, failing: str, what: str) -> None:
