@@ -270,6 +270,7 @@ def mini_env(home: Path) -> dict[str, str]:
         "MSWEA_SILENT_STARTUP": "1",
         "MSWEA_COST_TRACKING": "ignore_errors",
         "LITELLM_LOG": "ERROR",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price list from GitHub at each start
         "PYTHONUNBUFFERED": "1",
         "TERM": "dumb",
         "NO_COLOR": "1",
@@ -285,7 +286,7 @@ def run_mini(task: Task, ws: Path, args: argparse.Namespace, timeout: float, out
     with tempfile.TemporaryDirectory(prefix="mini-home-") as home:
         traj = Path(home) / "trajectory.json"
         cmd = [str(mini), "-t", task.prompt, "-y", "--exit-immediately", "-m", f"openai/{args.model}",
-               "-c", str(MINI_CONFIG), "-c", f"model.model_kwargs.api_base={args.model_url}",
+               "-c", str(args.mini_config), "-c", f"model.model_kwargs.api_base={args.model_url}",
                "-o", str(traj), *shlex.split(args.mini_args)]
         code, out, err, seconds = run_process(cmd, cwd=ws, env=mini_env(Path(home)), timeout=timeout)
         outcome.seconds, outcome.exit_code = seconds, code
@@ -408,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, help="wall-clock seconds per task (default: the task's, else 300)")
     parser.add_argument("--agent-args", default="", help="extra flags for our cli.py, e.g. '--max-steps 12'")
     parser.add_argument("--mini-args", default="", help="extra flags for mini")
+    parser.add_argument("--mini-config", type=Path, default=MINI_CONFIG,
+                        help="mini-swe-agent's config (default bench/mini.yaml, tool calls; "
+                             "bench/mini_textbased.yaml: its text-based format)")
     parser.add_argument("--json", type=Path, help="also write every outcome to this JSON file")
     parser.add_argument("--list", action="store_true", help="list the tasks and stop")
     args = parser.parse_args(argv)
@@ -452,6 +456,7 @@ def save(outcomes: list[Outcome], agents: list[str], args: argparse.Namespace, s
     results.mkdir(parents=True, exist_ok=True)
     (results / "table.md").write_text(report + "\n", encoding="utf-8")
     data = {"model_url": args.model_url, "model": args.model, "agents": agents, "agent_args": args.agent_args,
+            "mini_config": str(args.mini_config), "mini_args": args.mini_args,
             "timeout": args.timeout, "started": stamp, "outcomes": [asdict(o) for o in outcomes]}
     (results / "outcomes.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
     if args.json:
