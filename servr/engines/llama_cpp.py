@@ -413,8 +413,12 @@ class LlamaCppEngine(Engine):
             last = emit[-1][0]
             pos = llm.n_tokens
             room = min(params.max_tokens - count, self.n_ctx - pos - 1, llm.n_batch - 1)
-            want = min(policy.want(), room) if policy is not None else 0
-            draft = find_draft(np.append(llm.input_ids[:pos], last).astype(np.int32), want) if want > 0 else ()
+            draft, match = (), 0
+            if policy is not None and room > 0:
+                draft, match = find_draft(np.append(llm.input_ids[:pos], last).astype(np.int32),
+                                          min(room, policy.k_max))
+                if match:
+                    draft = draft[: policy.want(match)]
             started = time.perf_counter()
             if len(draft) == 0:
                 self._decode([last], pos, all_logits=False)
@@ -439,7 +443,7 @@ class LlamaCppEngine(Engine):
             llm._ctx.kv_cache_seq_rm(0, pos + 1 + accepted, -1)
             llm.n_tokens = pos + 1 + accepted
             assert policy is not None
-            policy.checked(len(draft), accepted, time.perf_counter() - started)
+            policy.checked(match, len(draft), accepted, time.perf_counter() - started)
             generation.drafted, generation.accepted = policy.drafted, policy.accepted
 
     def _content_piece(self, token: int) -> bytes:

@@ -6,6 +6,15 @@ owns the model, the cancel flag is read after every token (a client that leaves 
 within a token), and the loop controls what ``generate`` hides — the KV cache kept for the next
 prompt (:mod:`servr.engines.hf_prefix`), the grammar mask (:mod:`servr.engines.hf_grammar`),
 penalties, a per-request ``torch.Generator`` for ``seed`` and the logprobs of each chosen token.
+
+Prompt-lookup speculative decoding (:mod:`servr.engines.lookup`) works here as in the llama.cpp
+engine: a drafted run is fed in one forward pass with logits for its rows only, and each row's
+token is picked as usual (one draw of the request's generator per position); a drafted token is
+kept while it is the token picked, the cache is cut back after the first that is not. Picking
+``t ~ p`` and keeping the draft when ``t`` equals it is the standard rule for a deterministic
+draft (kept with probability p(draft), else ``t`` is distributed as p without it), so the output
+is the model's distribution, and a seed gives the same text whatever was drafted. Requests with
+a grammar decode plainly.
 """
 
 from __future__ import annotations
@@ -13,9 +22,11 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -31,7 +42,8 @@ from servr.engines.base import (
     TokenLogprob,
 )
 from servr.engines.hf_grammar import GrammarCache, TokenMask
-from servr.engines.hf_prefix import PrefixCache, kv_length, new_dynamic_cache
+from servr.engines.hf_prefix import PrefixCache, kv_length, new_dynamic_cache, reusable, truncate
+from servr.engines.lookup import DraftPolicy, find_draft
 
 DEFAULT_CTX_CAP = 8192  # as the llama.cpp engine: a trained context of 128k would not fit a small GPU
 PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds activation memory, lets cancel be seen
@@ -114,8 +126,9 @@ class TransformersEngine(Engine):
 
     def __init__(self, model_path: Path, *, model_id: str, n_ctx: int | None = None, n_threads: int | None = None,
                  device: str | None = None, load_in_4bit: bool = False, prefix_slots: int = PREFIX_SLOTS,
-                 prefix_cache_tokens: int | None = None) -> None:
+                 prefix_cache_tokens: int | None = None, prompt_lookup: bool = True) -> None:
         folder, gguf_file = _weights_location(model_path)
+        self.prompt_lookup = prompt_lookup
         self._encode_lock = threading.Lock()
         if n_threads:
             torch.set_num_threads(n_threads)  # process-wide: this process serves one model
@@ -244,6 +257,12 @@ class TransformersEngine(Engine):
         out = self._model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
         return out.logits[0, -1].float()
 
+    def _forward_rows(self, ids: list[int], cache: Any) -> torch.Tensor:
+        """Feed ``ids`` after what ``cache`` holds; the logits of every one of them ([len(ids), vocab])."""
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        out = self._model(input_ids=input_ids, use_cache=True, logits_to_keep=len(ids), **{self._cache_kwarg: cache})
+        return out.logits[0].float()
+
     def _steps(self, prompt: list[int], params: SamplingParams, mask: TokenMask | None, cancel: threading.Event,
                generation: Generation) -> Iterator[Step]:
         cache, reused = self._prefix.take(prompt, reserve=len(prompt) + params.max_tokens)
@@ -251,6 +270,8 @@ class TransformersEngine(Engine):
         fed = prompt[:reused]  # what the cache holds, kept in step with it
         sampler = _Sampler(params, self.n_vocab, self.device)
         detok = _Detokenizer(self.detokenize)
+        # drafting needs a cache that can be cut back; a grammar would have to be checked row by row
+        policy = DraftPolicy() if self.prompt_lookup and mask is None and reusable(cache) else None
         generation.finish_reason = "length"
         try:
             with torch.inference_mode():
@@ -263,22 +284,58 @@ class TransformersEngine(Engine):
                     logits = self._forward(chunk, cache)
                     fed.extend(chunk)
                 assert logits is not None  # at least one prompt token is always fed (see PrefixCache)
+                picked = [sampler.pick(logits, mask, params.top_logprobs, self.detokenize)]
                 while True:
-                    token, logprob = sampler.pick(logits, mask, params.top_logprobs, self.detokenize)
-                    if token in self._eog:
-                        generation.finish_reason = "stop"
+                    ended = False
+                    for token, logprob in picked:
+                        if token in self._eog:
+                            generation.finish_reason = "stop"
+                            ended = True
+                            break
+                        if mask is not None:
+                            mask.accept(token)
+                        generation.completion_tokens += 1
+                        yield Step(token, detok.push(token), logprob)
+                        if cancel.is_set():
+                            generation.finish_reason = "cancelled"
+                            ended = True
+                            break
+                        if generation.completion_tokens >= params.max_tokens:
+                            ended = True
+                            break
+                    if ended:
                         break
-                    if mask is not None:
-                        mask.accept(token)
-                    generation.completion_tokens += 1
-                    yield Step(token, detok.push(token), logprob)
-                    if cancel.is_set():
-                        generation.finish_reason = "cancelled"
-                        break
-                    if generation.completion_tokens >= params.max_tokens:
-                        break
-                    logits = self._forward([token], cache)
-                    fed.append(token)
+                    token = picked[-1][0]
+                    room = min(params.max_tokens - generation.completion_tokens, self.n_ctx - len(fed) - 1)
+                    draft: list[int] = []
+                    match = 0
+                    if policy is not None and room > 0:
+                        found, match = find_draft(np.array(fed + [token], dtype=np.int64), min(room, policy.k_max))
+                        if match:
+                            draft = [int(t) for t in found[: policy.want(match)]]
+                    started = time.perf_counter()
+                    if not draft:
+                        logits = self._forward([token], cache)
+                        fed.append(token)
+                        picked = [sampler.pick(logits, mask, params.top_logprobs, self.detokenize)]
+                        if policy is not None:
+                            policy.plain_step(time.perf_counter() - started)
+                        continue
+                    rows = self._forward_rows([token, *draft], cache)
+                    base = len(fed) + 1
+                    picked = []
+                    for j, guess in enumerate(draft):
+                        picked.append(sampler.pick(rows[j], mask, params.top_logprobs, self.detokenize))
+                        if picked[-1][0] != guess:
+                            break
+                    else:
+                        picked.append(sampler.pick(rows[len(draft)], mask, params.top_logprobs, self.detokenize))
+                    accepted = len(picked) - 1
+                    truncate(cache, base + accepted)  # the cache keeps ``token`` and the accepted guesses
+                    fed.extend([token, *draft[:accepted]])
+                    assert policy is not None
+                    policy.checked(match, len(draft), accepted, time.perf_counter() - started)
+                    generation.drafted, generation.accepted = policy.drafted, policy.accepted
             tail = detok.flush()
             if tail:
                 yield Step(-1, tail)

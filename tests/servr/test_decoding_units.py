@@ -68,59 +68,81 @@ def _a(*tokens: int) -> np.ndarray:
     return np.array(tokens, dtype=np.int32)
 
 
+def _draft(tokens: np.ndarray, k: int) -> list[int]:
+    return find_draft(tokens, k)[0].tolist()
+
+
 def test_draft_copies_what_followed_the_longest_match() -> None:
     # suffix (7, 8, 9): matched 3 long at index 0-2 (then 10, 11); (8, 9) alone at 5-6 (then 12)
     tokens = _a(7, 8, 9, 10, 11, 8, 9, 12, 1, 7, 8, 9)
-    assert find_draft(tokens, 5).tolist() == [10, 11, 8, 9, 12]
-    assert find_draft(tokens, 2).tolist() == [10, 11]
+    assert find_draft(tokens, 5)[1] == 3
+    assert _draft(tokens, 5) == [10, 11, 8, 9, 12]
+    assert _draft(tokens, 2) == [10, 11]
 
 
 def test_draft_prefers_the_most_recent_of_equal_matches() -> None:
     tokens = _a(1, 2, 3, 1, 2, 4, 1, 2)
-    assert find_draft(tokens, 3).tolist() == [4, 1, 2]
+    assert find_draft(tokens, 3)[1] == 2
+    assert _draft(tokens, 3) == [4, 1, 2]
 
 
 def test_no_draft_below_the_minimum_ngram_or_without_a_match() -> None:
-    assert find_draft(_a(5, 1, 6, 1), 4).size == 0  # only the last token repeats
-    assert find_draft(_a(1, 2, 3, 4), 4).size == 0
-    assert find_draft(_a(1, 2), 4).size == 0
-    assert find_draft(_a(1, 2, 1, 2), 0).size == 0
+    for tokens, k in ((_a(5, 1, 6, 1), 4), (_a(1, 2, 3, 4), 4), (_a(1, 2), 4), (_a(1, 2, 1, 2), 0)):
+        draft, match = find_draft(tokens, k)
+        assert draft.size == 0 and match == 0
 
 
 def test_draft_may_run_into_the_text_just_written() -> None:
     tokens = _a(4, 5, 4, 5, 4, 5)
-    assert find_draft(tokens, 4).tolist() == [4, 5]  # the match at 2-3 is followed by what comes after it
+    assert _draft(tokens, 4) == [4, 5]  # the match at 2-3 is followed by what comes after it
 
 
-def test_policy_grows_the_draft_while_it_holds_and_shrinks_it_after_a_miss() -> None:
-    policy = DraftPolicy(k=4, k_max=16)
+def test_policy_drafts_longer_while_drafts_hold_and_shorter_after_misses() -> None:
+    policy = DraftPolicy(k_max=16)
     policy.plain_step(0.02)
-    policy.checked(4, 4, 0.03)
-    assert policy.want() == 8
-    policy.checked(8, 8, 0.04)
-    policy.checked(16, 16, 0.05)
-    assert policy.want() == 16
-    policy.checked(16, 2, 0.05)
-    assert policy.want() == 3
-    assert (policy.drafted, policy.accepted, policy.checks) == (44, 30, 4)
+    first = policy.want(8)
+    assert first >= 1
+    for _ in range(6):
+        policy.checked(8, first, first, 0.02 + 0.002 * first)  # all held; a row costs a tenth of a step
+    long = policy.want(8)
+    assert long > first and long <= 16
+    for _ in range(4):
+        policy.checked(8, long, 0, 0.02 + 0.002 * long)
+    assert policy.want(8) < long
+    assert policy.checks == 10 and policy.accepted == 6 * first
 
 
-def test_policy_pauses_when_checks_lose_to_plain_steps_and_pauses_longer_each_time() -> None:
+def test_policy_learns_the_hit_rate_per_match_length() -> None:
     policy = DraftPolicy()
     policy.plain_step(0.02)
-    for _ in range(3):  # nothing accepted, each check costs more than a plain step
-        policy.checked(2, 0, 0.03)
-        if policy.want() == 0:
-            break
-    assert policy.want() == 0
-    first = policy.pause
-    while policy.want() == 0:
-        policy.plain_step(0.02)
-    for _ in range(3):
-        policy.checked(1, 0, 0.03)
-        if policy.want() == 0:
-            break
-    assert policy.pause > first
+    for _ in range(5):
+        policy.checked(2, 2, 0, 0.03)
+        policy.checked(8, 4, 4, 0.03)
+    assert policy.hit_rate(2) < 0.2 < 0.9 < policy.hit_rate(8)
+    assert policy.want(8) > 0
+    assert policy.hit_rate(12) == policy.hit_rate(8)  # 8 and longer share one estimate
+
+
+def test_policy_passes_over_matches_that_do_not_pay_longer_each_time() -> None:
+    policy = DraftPolicy()
+    policy.plain_step(0.02)
+    skipped = []
+    for _ in range(4):
+        k = policy.want(2)
+        while k > 0:  # nothing holds and each drafted row costs half a step
+            policy.checked(2, k, 0, 0.02 + 0.01 * k)
+            k = policy.want(2)
+        passes = 0
+        while policy.want(2) == 0:
+            passes += 1
+        skipped.append(passes)
+    assert skipped == [4, 8, 16, 32]  # then one 1-token probe each time
+    assert policy.want(8) > 0  # other match lengths are judged on their own
+
+
+def test_policy_does_not_draft_when_rows_cost_as_much_as_steps_and_half_the_guesses_fail() -> None:
+    policy = DraftPolicy(plain_s=0.02, extra_s=0.02)
+    assert policy.want(2) == 0
 
 
 # --- sampling ------------------------------------------------------------------------------------
