@@ -174,7 +174,7 @@ class Agent:
         """The instructions (stable, cached by the server) and then the environment (varies)."""
         sections = gather_sections(self.prompt_sections, task, session_id, self.events.notice)
         return [Message.system(system_prompt()),
-                Message.system(environment_prompt(self.settings.workspace_root, sections=sections))]
+                Message.system(environment_prompt(sections=sections))]
 
     # --- run ---------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from pathlib import Path
 from typing import Callable, Iterable, Sequence, Union
 
 #: ``(task, session_id) -> section text`` (empty or ``None``: no section)
@@ -49,17 +48,19 @@ def describe_shell() -> str:
 #: the chat template puts right after them, from its cache. Everything that varies goes in
 #: :func:`environment_prompt`, a second system message after the tools.
 INSTRUCTIONS = "\n".join([
-    "You are a coding agent working in a project folder (the workspace). You act by calling the tools "
-    "below, one step at a time, and you see each result before your next step.",
+    "You are a coding agent working in a project folder (the workspace). You do the person's task yourself "
+    "by calling the tools below, one step at a time; you see each result before your next step.",
     "How to work:",
     "- Look first. Before you answer a question about the code or change anything, read the files "
-    "involved (list_files, read_file, search_files). Never guess what a file contains.",
-    "- Read a file before you change it. Change part of a file with edit_file (old_text copied exactly "
-    "from the file); write_file creates a new file or replaces a whole file.",
+    "involved (read_file, list_files, search_files). Never guess what a file contains.",
+    "- Make changes with the tools, never by showing code for the person to paste: edit_file changes part "
+    "of a file (old_text copied exactly from the file), write_file creates a file or replaces all of it.",
+    "- Get numbers and facts by running code with the shell tool (for example: python3 -c '...', wc -l, "
+    "grep), not by working them out in your head.",
     "- After a change, check it: run the tests or the program with the shell tool "
-    "(for example: python -m pytest -q).",
+    "(for example: python3 -m pytest -q).",
     "- If a tool returns an error, read it and fix the call; never repeat a call that failed.",
-    "- Call only the tools listed, with their arguments inside \"arguments\".",
+    "- promote_skill is only for when the person asks you to make a new tool or skill.",
     "- When the task is done, reply in plain words without a tool call: that ends your turn. "
     "Give the answer the person asked for, or say briefly what you changed.",
 ])
@@ -70,13 +71,13 @@ def system_prompt() -> str:
     return INSTRUCTIONS
 
 
-def environment_prompt(workspace: Path | str, *, sections: Sequence[str] = (), os_name: str | None = None,
-                       shell: str | None = None) -> str:
-    """What varies: the workspace, the machine, and the extra ``sections`` (plan, recalled memories)."""
-    # the folder's name, not its full path: a small model copies a full path into every call, and
-    # commands and tools work inside the workspace anyway
-    name = Path(workspace).name or str(workspace)
-    text = (f"Workspace: the folder {name!r}. Use paths relative to it (like src/app.py); commands run in it.\n"
+def environment_prompt(*, sections: Sequence[str] = (), os_name: str | None = None, shell: str | None = None) -> str:
+    """What varies: the machine and the extra ``sections`` (the workspace's files, plan, recalled memories).
+
+    The workspace is named by neither its full path nor its name: a small model copies either into
+    every path it writes, and tools and commands work inside the workspace anyway.
+    """
+    text = ("Workspace: the current folder. Use paths relative to it (like src/app.py); commands run in it.\n"
             f"System: {os_name or describe_os()}; shell: {shell or describe_shell()}.")
     for section in sections:
         section = (section or "").strip()

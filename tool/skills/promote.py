@@ -166,10 +166,10 @@ def promote_skill_tool(settings: Any = None, *, workspace: str | os.PathLike[str
 
     return Tool(
         name="promote_skill",
-        description=("Make a function in a workspace .py file into a new tool (a skill) you can call from the "
-                     "next step on. Use it only when the person asks for a tool or a skill. The function must be "
-                     "at module level, with a type hint on every parameter, a return annotation and a docstring; "
-                     "examples are run to check it."),
+        description=("Only when the person asks you to make a new tool or skill: register a function from a "
+                     "workspace .py file as a tool you can call from the next step on. Never use it to write, fix "
+                     "or run code. The function needs a type hint on every parameter, a return annotation and a "
+                     "docstring; examples are run to check it."),
         parameters=object_schema({
             "file_path": {"type": "string", "description": "workspace-relative path of the .py file"},
             "function_name": {"type": "string", "description": "name of the function in that file"},
