@@ -4,12 +4,16 @@
     .venv/bin/python bench/decode_bench.py --compare-threads 1,2     # AGENT_THREADS advice
 
 Five chat workloads, rendered once with the model's template and sent as the same prompt tokens
-to every engine, greedy, one run each (issue 13):
+to every engine, one run each (issue 13), greedy but for ``novel``:
 - ``rename``: rewrite a 150-line file with one function renamed everywhere;
-- ``edit_call``: an ``edit_file`` tool call whose ``old_string`` quotes 30 lines of the file;
+- ``edit_call``: an ``edit_file`` tool call whose ``old_string`` quotes 30 lines of the file (the
+  answer starts with the call's opening and the first quoted line: left alone, the 0.5B writes
+  the word ``old_string`` as its value);
 - ``fix_line``: fix one wrong line and return the whole function;
 - ``docstrings``: add a one-line docstring to each function of a file;
-- ``novel``: a short story (nothing to copy: prompt lookup must not slow it down).
+- ``novel``: a short story, sampled at temperature 0.8 with a seed (greedy, the 0.5B repeats one
+  sentence, which lookup would copy): nothing to copy, so lookup must not slow it down, and with
+  the same seed it must give the very same text.
 
 Engines: this repository's llama.cpp engine in this process with prompt lookup off (``plain``) and
 on (``lookup``), and ``llama-server`` built from the llama.cpp sources vendored in the installed
@@ -17,7 +21,8 @@ llama-cpp-python's sdist (built into ~/.cache/local-coder/llama-server-src when 
 minutes on 2 cores), with the same threads, context, flash attention and weight layout. Decode
 tokens/s is counted from the first generated token to the last (prompt processing excluded): for
 ours by the clock around the engine, for llama-server from its own ``timings`` (no HTTP in it).
-Greedy text is compared: lookup against plain (must be identical), llama-server against plain.
+Text is compared: lookup against plain (must be identical, also sampled with a seed), llama-server
+against plain (greedy only: its sampler draws other random numbers).
 The machine's load (``os.getloadavg``) is printed before and after: on a shared machine the
 figures only compare engines measured in the same run.
 """
@@ -33,6 +38,7 @@ import sys
 import tarfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -167,28 +173,45 @@ EDIT_TOOL = {"type": "function", "function": {
                    "required": ["path", "old_string", "new_string"]}}}
 
 
-def workloads() -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]] | None, int]]:
-    """name -> (messages, tools, max_tokens)."""
+@dataclass(frozen=True)
+class Workload:
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    max_tokens: int
+    answer_start: str = ""  # text the answer begins with (appended to the rendered prompt)
+    temperature: float = 0.0
+    seed: int | None = None
+
+
+def workloads() -> dict[str, Workload]:
+    """The five workloads, by name."""
     module = _inventory_module()
     assert module.count("\n") == 150
     http = _http_module()
     body = "\n".join(http.splitlines()[4:34])  # the 30 lines of fetch_with_retries and a bit after
     return {
-        "rename": ([{"role": "user", "content": "Here is inventory.py:\n\n```python\n" + module + "```\n\nRename the "
-                     "function parse_record to parse_row everywhere in the file. Reply with the complete updated file "
-                     "in one ```python block and nothing else."}], None, 1600),
-        "edit_call": ([{"role": "user", "content": "This is net.py:\n\n```python\n" + http + "```\n\nCall edit_file on "
-                        "net.py to change the default timeout of fetch_with_retries from 10 to 30. old_string must be "
-                        "these 30 lines exactly as they are in the file, and new_string the same 30 lines with the one "
-                        "change:\n\n" + body}], [EDIT_TOOL], 900),
-        "fix_line": ([{"role": "user", "content": "This function skips the last window:\n\n```python\n" + BUGGY
-                       + "```\n\nFix the one wrong line and reply with the whole corrected function in a ```python "
-                       "block, nothing else."}], None, 300),
-        "docstrings": ([{"role": "user", "content": "Add a one-line docstring to every function in geometry.py and "
-                         "reply with the whole file in one ```python block, nothing else.\n\n```python\n" + GEOMETRY
-                         + "```"}], None, 700),
-        "novel": ([{"role": "user", "content": "Write a short story (about 300 words) about a lighthouse keeper who "
-                    "finds a message in a bottle."}], None, 400),
+        "rename": Workload([{"role": "user", "content": "Here is inventory.py:\n\n```python\n" + module + "```\n\n"
+                             "Rename the function parse_record to parse_row everywhere in the file. Reply with the "
+                             "complete updated file in one ```python block and nothing else."}], None, 1600),
+        # Qwen2.5-0.5B calls edit_file with "old_string" as the value when left to itself: the answer is
+        # started for it, with the first quoted line
+        "edit_call": Workload([{"role": "user", "content": "This is net.py:\n\n```python\n" + http + "```\n\nCall "
+                                "edit_file on net.py to change the default timeout of fetch_with_retries from 10 to "
+                                "30. old_string must be these 30 lines exactly as they are in the file, and new_string "
+                                "the same 30 lines with the one change:\n\n" + body}], [EDIT_TOOL], 900,
+                               answer_start='<tool_call>\n{"name": "edit_file", "arguments": {"path": "net.py", '
+                                            '"old_string": "def fetch_with_retries(url, attempts=3, timeout=10, '
+                                            'backoff=0.5):\\n'),
+        "fix_line": Workload([{"role": "user", "content": "This function skips the last window:\n\n```python\n"
+                               + BUGGY + "```\n\nFix the one wrong line and reply with the whole corrected function in "
+                               "a ```python block, nothing else."}], None, 300),
+        "docstrings": Workload([{"role": "user", "content": "Add a one-line docstring to every function in geometry.py "
+                                 "and reply with the whole file in one ```python block, nothing else.\n\n```python\n"
+                                 + GEOMETRY + "```"}], None, 700),
+        # greedy, Qwen2.5-0.5B repeats one sentence over and over in a story (which lookup would copy);
+        # sampled with a seed it writes new text, and lookup must still give the very same text
+        "novel": Workload([{"role": "user", "content": "Write a short story (about 300 words) about a lighthouse "
+                            "keeper who finds a message in a bottle."}], None, 400, temperature=0.8, seed=1),
     }
 
 
@@ -245,10 +268,14 @@ class LlamaServer:
         self.stop()
         raise RuntimeError("llama-server did not become ready in 300 s")
 
-    def complete(self, prompt: list[int], max_tokens: int) -> tuple[str, int, float]:
+    def complete(self, prompt: list[int], max_tokens: int, temperature: float = 0.0,
+                 seed: int | None = None) -> tuple[str, int, float]:
         """(text, tokens generated, decode tokens/s by llama-server's own timings)."""
-        r = httpx.post(self.url + "/completion", json={"prompt": prompt, "n_predict": max_tokens, "temperature": 0,
-                                                        "cache_prompt": False, "stream": False}, timeout=3600)
+        body = {"prompt": prompt, "n_predict": max_tokens, "temperature": temperature, "cache_prompt": False,
+                "stream": False}
+        if temperature > 0:  # the same distribution as ours: no top-k / min-p
+            body.update({"top_k": 0, "top_p": 1.0, "min_p": 0.0, "seed": seed if seed is not None else -1})
+        r = httpx.post(self.url + "/completion", json=body, timeout=3600)
         r.raise_for_status()
         body = r.json()
         timings = body["timings"]
@@ -263,11 +290,13 @@ class LlamaServer:
 
 
 # --- our engine ----------------------------------------------------------------------------------
-def ours(engine: LlamaCppEngine, prompt: list[int], max_tokens: int, lookup: bool) -> tuple[str, int, float, Any]:
+def ours(engine: LlamaCppEngine, prompt: list[int], max_tokens: int, lookup: bool, temperature: float = 0.0,
+         seed: int | None = None) -> tuple[str, int, float, Any]:
     """(text, tokens generated, decode tokens/s, the Generation)."""
     engine.prompt_lookup = lookup
     engine._llm.reset()  # no run reuses another's KV cache (llama-server gets cache_prompt false)
-    gen = engine.generate(prompt, SamplingParams(max_tokens=max_tokens, temperature=0.0), threading.Event())
+    gen = engine.generate(prompt, SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed),
+                          threading.Event())
     first = None
     pieces = []
     for step in gen.steps:
@@ -284,8 +313,8 @@ def compare_threads(model: Path, counts: list[int], ctx: int) -> None:
     """Prompt processing and plain decode tokens/s at each thread count, rounds interleaved."""
     engines = {n: LlamaCppEngine(model, model_id="bench", n_ctx=ctx, n_threads=n, prompt_lookup=False) for n in counts}
     first = engines[counts[0]]
-    msgs, tools, _ = workloads()["rename"]
-    prompt = first.encode_prompt(ChatRenderer(first.chat_template()).render(msgs, tools))
+    w = workloads()["rename"]
+    prompt = first.encode_prompt(ChatRenderer(first.chat_template()).render(w.messages, w.tools))
     results: dict[int, list[tuple[float, float]]] = {n: [] for n in counts}
     try:
         for _ in range(2):
@@ -330,18 +359,19 @@ def main() -> None:
           f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}", flush=True)
     engine = LlamaCppEngine(args.model, model_id="bench", n_ctx=args.ctx, n_threads=args.threads)
     renderer = ChatRenderer(engine.chat_template())
-    prompts = {name: engine.encode_prompt(renderer.render(msgs, tools)) for name, (msgs, tools, _) in chosen.items()}
+    prompts = {name: engine.encode_prompt(renderer.render(w.messages, w.tools) + w.answer_start)
+               for name, w in chosen.items()}
     server = None if args.no_llama_server else LlamaServer(llama_server_binary(), args.model, args.threads, args.ctx)
     rows = []
     try:
         ours(engine, prompts[next(iter(prompts))][:64], 8, False)  # warm-up: pages in the weights
         if server is not None:
             server.complete(prompts[next(iter(prompts))][:64], 8)
-        for name, (_, _, max_tokens) in chosen.items():
+        for name, w in chosen.items():
             prompt = prompts[name]
-            plain_text, plain_n, plain_rate, _ = ours(engine, prompt, max_tokens, False)
-            fast_text, fast_n, fast_rate, gen = ours(engine, prompt, max_tokens, True)
-            peer = server.complete(prompt, max_tokens) if server is not None else None
+            plain_text, plain_n, plain_rate, _ = ours(engine, prompt, w.max_tokens, False, w.temperature, w.seed)
+            fast_text, fast_n, fast_rate, gen = ours(engine, prompt, w.max_tokens, True, w.temperature, w.seed)
+            peer = server.complete(prompt, w.max_tokens, w.temperature, w.seed) if server is not None else None
             rows.append((name, len(prompt), plain_n, plain_rate, fast_n, fast_rate, gen.accepted, gen.drafted,
                          fast_text == plain_text, peer, peer is not None and peer[0] == plain_text))
             print(f"  {name}: plain {plain_rate:.1f} t/s, lookup {fast_rate:.1f} t/s"
@@ -353,7 +383,7 @@ def main() -> None:
     load_after = os.getloadavg()
     print()
     print("| workload | prompt | tokens | plain t/s | lookup t/s | llama-server t/s | lookup / plain | "
-          "lookup / llama-server | accepted / drafted | greedy text lookup = plain | llama-server = plain |")
+          "lookup / llama-server | accepted / drafted | text lookup = plain | llama-server = plain |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for name, n_prompt, plain_n, plain_rate, fast_n, fast_rate, acc, drafted, same, peer, peer_same in rows:
         peer_rate = f"{peer[2]:.1f}" if peer else "—"

@@ -395,6 +395,8 @@ class LlamaCppEngine(Engine):
         top_n = params.top_logprobs
         count = 0
         generation.finish_reason = "length"
+        prompt_len = llm.n_tokens
+        escaped: np.ndarray | None = None  # the prompt as a JSON string would quote it (see _escaped_prompt)
         emit = [(choose(-1), -1)]  # (token, the row of logits it was chosen from)
         while True:
             for token, row in emit:
@@ -404,7 +406,10 @@ class LlamaCppEngine(Engine):
                 count += 1
                 generation.completion_tokens = count
                 logprob = self._logprob(self._row(row), token, top_n) if top_n is not None else None
-                yield Step(token, decoder.decode(self._content_piece(token)), logprob)
+                text = decoder.decode(self._content_piece(token))
+                if escaped is None and "\\" in text and policy is not None:
+                    escaped = self._escaped_prompt(prompt_len)
+                yield Step(token, text, logprob)
                 if cancel.is_set():
                     generation.finish_reason = "cancelled"
                     return
@@ -415,8 +420,10 @@ class LlamaCppEngine(Engine):
             room = min(params.max_tokens - count, self.n_ctx - pos - 1, llm.n_batch - 1)
             draft, match = (), 0
             if policy is not None and room > 0:
-                draft, match = find_draft(np.append(llm.input_ids[:pos], last).astype(np.int32),
-                                          min(room, policy.k_max))
+                context = np.append(llm.input_ids[:pos], last).astype(np.int32)
+                if escaped is not None:  # matches in the context itself win ties: it comes last
+                    context = np.concatenate([escaped, context])
+                draft, match = find_draft(context, min(room, policy.k_max))
                 if match:
                     draft = draft[: policy.want(match)]
             started = time.perf_counter()
@@ -454,6 +461,18 @@ class LlamaCppEngine(Engine):
         if token not in self._kept_ids and llama_cpp.llama_vocab_get_attr(self._vocab, token) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:
             return b""
         return self._piece(token)
+
+    def _escaped_prompt(self, n: int) -> np.ndarray:
+        """The tokens of the first ``n`` prompt tokens' text escaped as inside a JSON string.
+
+        An agent's edit is a tool call whose ``old_string`` quotes the file it read, with newlines
+        and quotes escaped (``\\n``, ``\\"``): those tokens occur nowhere in the prompt, so plain prompt
+        lookup loses the match at every line. Built once per generation, when the answer first
+        writes a backslash, and searched with the context.
+        """
+        text = self.detokenize([int(t) for t in self._llm.input_ids[:n]])
+        escaped = json.dumps(text, ensure_ascii=False)[1:-1]
+        return np.asarray(self.tokenize(escaped, parse_special=False), dtype=np.int32)
 
     def _piece(self, token: int) -> bytes:
         """The bytes of one token, special tokens spelled out (``<tool_call>`` must reach the parser)."""
