@@ -168,7 +168,8 @@ def relock_peers(work: Path) -> bool:
     version = subprocess.run([str(python), "-c", "import platform; print(platform.python_version())"],
                              check=True, capture_output=True, text=True).stdout.strip()
     header = [
-        f"The peers' lock: {', '.join(PEERS)} and their dependencies, as installed and started on Python {version}.",
+        f"The peers' lock: {', '.join(PEERS)} and everything pip installs with it, installed and started once",
+        f"({', '.join(' '.join(c) for c in PEERS.values())}) on Python {version}.",
         "For the venvs of their own that benchmarks build: pip install -c boot/constraints-peers.txt mini-swe-agent.",
         "Written by python3 boot/relock.py; do not edit by hand.",
         "",
