@@ -41,33 +41,67 @@ CLOSE_TAG = "</tool_call>"
 _FENCE_RE = re.compile(r"```[ \t]*(?:json|JSON|tool_call|tool_code)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _TAG_RE = re.compile(r"<tool\s+name\s*=\s*[\"']([^\"']+)[\"']\s*>(.*?)(?:</tool>|\Z)", re.DOTALL)
 _decoder = json.JSONDecoder()
-_TRIPLE_RE = re.compile(r'("""|\'\'\')(.*?)\1', re.DOTALL)
+_lenient = json.JSONDecoder(strict=False)  # raw newlines and tabs inside strings, as models write them
+_TRIPLE_VALUE_RE = re.compile(r'("\s*:\s*)("""|\'\'\')(.*?)\2', re.DOTALL)  # after a key, not in code
+_CLOSES_STRING = re.compile(r'\s*(?:[,}\]:]|$)')
 
 
-def _untriple(text: str) -> str | None:
-    """``text`` with Python triple-quoted strings re-encoded as JSON strings, or ``None`` if it has none."""
-    if '"""' not in text and "\'\'\'" not in text:
-        return None
-    return _TRIPLE_RE.sub(lambda m: json.dumps(m.group(2)), text)
+def _untriple(text: str) -> str:
+    """Python triple-quoted values (``"content": \"\"\"…\"\"\"``) re-encoded as JSON strings."""
+    return _TRIPLE_VALUE_RE.sub(lambda m: m.group(1) + json.dumps(m.group(3)), text)
+
+
+def _escape_inner_quotes(text: str) -> str:
+    """Escape a ``"`` inside a string value when what follows it cannot end the string.
+
+    Small models write code with its quotes unescaped inside a JSON string (a docstring in
+    ``new_text``). A quote ends a string only when a comma, a closing bracket or a colon follows
+    it; any other quote inside a string is taken as text. Only used when strict decoding failed.
+    """
+    out: list[str] = []
+    inside = False
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if inside and ch == "\\":
+            out.append(text[i:i + 2])
+            i += 2
+            continue
+        if ch == '"':
+            if not inside:
+                inside = True
+            elif _CLOSES_STRING.match(text, i + 1):
+                inside = False
+            else:
+                out.append('\\"')
+                i += 1
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def _raw_decode(text: str, start: int = 0) -> tuple[Any, int]:
-    """``json.JSONDecoder.raw_decode``, also reading triple-quoted strings (the end is into ``text``).
+    """``json.JSONDecoder.raw_decode``, repairing what small models get wrong when strict decoding fails.
 
-    On a repaired decode the end offset is the end of the repaired span mapped back onto ``text``:
-    the first closing brace after which the original has consumed as many characters.
+    Repairs, in turn: raw control characters inside strings; Python triple-quoted values; quotes
+    left unescaped inside a string. A repair re-encodes text, it never changes it. The end offset
+    of a repaired decode is mapped back onto ``text`` (the unrepaired rest must follow it).
     """
     try:
         return _decoder.raw_decode(text, start)
-    except json.JSONDecodeError:
-        fixed = _untriple(text[start:])
-        if fixed is None:
-            raise
-        value, end = _decoder.raw_decode(fixed, 0)
-        # map the end back: the repaired prefix fixed[:end] came from some original prefix
+    except json.JSONDecodeError as first:
+        error = first
+    rest = text[start:]
+    for repair in (lambda t: t, _untriple, lambda t: _escape_inner_quotes(_untriple(t))):
+        fixed = repair(rest)
+        try:
+            value, end = _lenient.raw_decode(fixed, 0)
+        except json.JSONDecodeError:
+            continue
         tail = fixed[end:]
-        original_end = len(text) - len(tail) if text.endswith(tail) else len(text)
-        return value, original_end
+        return value, (len(text) - len(tail) if text.endswith(tail) else len(text))
+    raise error
 
 
 @dataclass(frozen=True)

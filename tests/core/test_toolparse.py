@@ -273,3 +273,15 @@ def test_stream_a_fence_in_the_middle_of_a_line_is_not_held_and_its_call_is_stil
     steps, final = stream_steps(text, 1)
     assert "".join(steps) == text
     assert final.calls == (ParsedCall("read_file", {"path": "q"}),)
+
+
+def test_quotes_left_unescaped_inside_a_string_and_raw_newlines_are_read_as_text():
+    text = ('```json\n{"name": "write_file", "arguments": {"path": "a.py", "content": "def f():\n'
+            '    """Say hi."""\n    return 1\n"}}\n```')
+    assert parse_tool_calls(text, OFFERED).calls == (
+        ParsedCall("write_file", {"path": "a.py", "content": 'def f():\n    """Say hi."""\n    return 1\n'}),)
+
+
+def test_a_repair_that_cannot_be_sure_leaves_the_text_alone():
+    text = '{"name": "write_file", "arguments": {"path": "a.py", "content": "print("a", "b")"}}'
+    assert parse_tool_calls(text, OFFERED) == ParseResult(text)
