@@ -180,12 +180,15 @@ def test_keyboard_interrupt_in_the_calling_thread_also_stops_the_command(code_to
     # event, never after a guessed delay, and never once the call has come back by itself
     os.mkfifo(ws / "running")
     returned = threading.Event()
+    seen: list[Any] = []  # what the presser read and did, for the failure message
 
     def press_ctrl_c() -> None:
         with open(ws / "running", "rb") as pipe:  # blocks until the command (or the cleanup below) opens it
             said = pipe.read()
+        seen.append(said)
         if said == b"running\n" and not returned.is_set():
             _thread.interrupt_main()  # as SIGINT does, in the thread that waits on the tool
+            seen.append("pressed")
 
     presser = threading.Thread(target=press_ctrl_c, daemon=True)
     presser.start()
@@ -201,7 +204,8 @@ def test_keyboard_interrupt_in_the_calling_thread_also_stops_the_command(code_to
         except OSError:
             pass
         presser.join(10)
-    assert outcome is None, f"the call came back by itself, before Ctrl-C: {outcome.failure} {outcome.result.content}"
+    assert outcome is None, (f"the call came back by itself ({outcome.failure}: {outcome.result.content}); "
+                             f"the presser saw {seen}")
     assert wait_gone(lambda: processes_with(f"sleep\x00{marker}")) == []
 
 
