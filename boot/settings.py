@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     enable_skills: bool = Field(True, description="Offer promote_skill and the skills in workspace/skills")
     workspace_view_tokens: int = Field(3000, ge=0, description="Tokens of the workspace put in the prompt at the "
                                        "start of a task: the file list and the files the task names (0: none)")
+    constrained_calls: Literal["auto", "on", "off"] = Field("auto", description="Make every model reply a tool call "
+                                                            "(tool_choice 'required', with a final_answer tool to finish): "
+                                                            "'auto' when the server grammar-constrains calls (this project's, "
+                                                            "llama-server), 'on', or 'off'")
     toolset: Literal["relevant", "all"] = Field("relevant", description="Tools offered per task: 'relevant' (the "
                                                 "file tools, shell and promote_skill always; pyexe, fetch, data_view, memory "
                                                 "and plan when the task's words call for them) or 'all'")

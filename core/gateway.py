@@ -51,8 +51,12 @@ class ModelGateway(Protocol):
         temperature: float | None = None,
         on_event: StreamCallback | None = None,
         cancel: threading.Event | None = None,
+        tool_choice: str | None = None,
     ) -> Completion:
         """One model call. Streams through ``on_event`` when given; stops early when ``cancel`` is set.
+
+        ``tool_choice="required"``: the reply must be a call of one of ``tools`` (a server that
+        constrains its output then makes every call valid JSON for its tool's schema).
 
         Raises :class:`core.errors.GatewayError` (or a subclass) when the call fails.
         """

@@ -28,11 +28,11 @@ from core.errors import BudgetExceeded, ConfigError, ContextOverflow, FormatErro
 from core.gateway import ModelGateway, StreamEvent
 from core.messages import Completion, Message, ToolCall, Usage
 from core.toolparse import parse_tool_calls
-from core.tools import Tool, ToolResult
+from core.tools import Tool, ToolResult, object_schema
 from flow.compaction import Compactor
 from flow.context import ContextBudget, Request, reply_budget
 from flow.events import AgentEvents, RunResult, ToolCallRecord
-from flow.toolset import choose_tools
+from flow.toolset import CORE, choose_tools
 from flow.prompt import PromptSection, environment_prompt, gather_sections, system_prompt
 from store.sessions import SessionStore, StoredMessage
 from tool.registry import Outcome, ToolRegistry
@@ -48,6 +48,17 @@ FORMAT_ERROR_LIMIT = 3
 REPEAT_LIMIT = 3
 
 INTERRUPTED_BY_PERSON = "Error: interrupted by the person before the tool finished"
+
+#: offered when calls are constrained (``tool_choice="required"``): how the model ends its turn
+FINAL_ANSWER = Tool(
+    "final_answer",
+    "Finish your turn: give the person your answer, or say briefly what you changed. Call it only when the "
+    "task is done (or you need the person to answer a question).",
+    object_schema({"answer": {"type": "string", "description": "what to tell the person, in plain words"}},
+                  ["answer"]),
+    lambda answer: ToolResult(answer),
+    read_only=True,
+)
 
 
 class _Submitted(Exception):
@@ -240,10 +251,26 @@ class Agent:
         """One model call and the tool calls it asks for."""
         self._check_budgets(st)
         tools = self._fit_tools(self.registry.tools(task=st.task), st.task)
+        if self._constrained():
+            # right after the core tools, so the cached prefix covers it whatever else is offered
+            at = max((i + 1 for i, t in enumerate(tools) if t.name in CORE), default=len(tools))
+            tools = [*tools[:at], FINAL_ANSWER, *tools[at:]]
         request = self._request(st, tools)
         completion = self._query(st, request, tools)
         calls = self._record_reply(st, completion, tools)
         self._execute(st, calls, tools)
+
+    def _constrained(self) -> bool:
+        """Whether every reply is a tool call (``tool_choice="required"``, with ``final_answer`` to finish).
+
+        ``auto``: when the server grammar-constrains such calls (this project's, llama-server), so a
+        small model's every call is valid JSON for its tool; elsewhere replies stay free text.
+        """
+        mode = getattr(self.settings, "constrained_calls", "off")
+        if mode == "auto":
+            probe = getattr(self.gateway, "constrains_calls", None)
+            return bool(probe and probe())
+        return mode == "on"
 
     def _fit_tools(self, tools: list[Tool], task: str = "") -> list[Tool]:
         """The tools to offer (``flow/toolset.py``): the core ones, what the task calls for, the skills."""
@@ -316,9 +343,10 @@ class Agent:
         budget = self.context
         for attempt in range(2):
             try:
+                constrained = any(t is FINAL_ANSWER for t in tools)
                 completion = self.gateway.complete(request.messages, tools, max_tokens=budget.reply_tokens,
                                                    temperature=self.settings.temperature, on_event=on_event,
-                                                   cancel=st.cancel)
+                                                   cancel=st.cancel, **({"tool_choice": "required"} if constrained else {}))
                 break
             except Interrupted:
                 self._keep_partial(st, "".join(streamed))
@@ -360,6 +388,13 @@ class Agent:
                 calls = tuple(ToolCall(c.name, c.arguments, error=c.error) for c in parsed.calls)
         unreadable = [c for c in calls if not c.name]
         calls = tuple(c for c in calls if c.name)
+        finals = [c for c in calls if c.name == FINAL_ANSWER.name and not c.error]
+        if finals and len(finals) == len(calls) and any(t is FINAL_ANSWER for t in tools):
+            # the constrained way to answer: the same as a reply without a call
+            text = "\n\n".join(str(c.arguments.get("answer", "")).strip() for c in finals).strip()
+            calls = ()
+        elif finals:
+            calls = tuple(c for c in calls if c.name != FINAL_ANSWER.name)  # work first; answer after it
         if not calls:
             if unreadable:
                 if msg.content.strip():

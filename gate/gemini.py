@@ -61,7 +61,7 @@ class GeminiGateway:
         return f"{self.base_url}/models/{self.model}"
 
     def _body(self, messages: Sequence[Message], tools: Sequence[Tool], *, temperature: float | None = None,
-              max_tokens: int | None = None, generation: bool = True) -> dict[str, Any]:
+              max_tokens: int | None = None, generation: bool = True, tool_choice: str | None = None) -> dict[str, Any]:
         with self._lock:
             signatures, native, made = dict(self._signatures), set(self._native_ids), set(self._made_ids)
         contents, system = contents_from_messages(messages, signatures, native, made,
@@ -71,6 +71,8 @@ class GeminiGateway:
             body["systemInstruction"] = {"parts": [{"text": system}]}
         if tools:
             body["tools"] = [{"functionDeclarations": function_declarations(tools)}]
+            if tool_choice == "required":
+                body["toolConfig"] = {"functionCallingConfig": {"mode": "ANY"}}
         if generation:
             config: dict[str, Any] = {"temperature": self.temperature if temperature is None else temperature}
             if max_tokens is not None:
@@ -80,11 +82,12 @@ class GeminiGateway:
 
     def complete(self, messages: Sequence[Message], tools: Sequence[Tool] = (), *,
                  max_tokens: int | None = None, temperature: float | None = None,
-                 on_event: StreamCallback | None = None, cancel: threading.Event | None = None) -> Completion:
+                 on_event: StreamCallback | None = None, cancel: threading.Event | None = None,
+                 tool_choice: str | None = None) -> Completion:
         """One ``generateContent`` call; see the class docstring."""
         if cancel is not None and cancel.is_set():
             raise Interrupted("interrupted before the model was called")
-        body = self._body(messages, tools, temperature=temperature, max_tokens=max_tokens)
+        body = self._body(messages, tools, temperature=temperature, max_tokens=max_tokens, tool_choice=tool_choice)
         allowed = frozenset(t.name for t in tools)
         stream = on_event is not None
         url = f"{self._model_url}:streamGenerateContent?alt=sse" if stream else f"{self._model_url}:generateContent"

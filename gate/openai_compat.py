@@ -103,7 +103,8 @@ class OpenAICompatGateway:
 
     def complete(self, messages: Sequence[Message], tools: Sequence[Tool] = (), *,
                  max_tokens: int | None = None, temperature: float | None = None,
-                 on_event: StreamCallback | None = None, cancel: threading.Event | None = None) -> Completion:
+                 on_event: StreamCallback | None = None, cancel: threading.Event | None = None,
+                 tool_choice: str | None = None) -> Completion:
         """One chat completion; see the class docstring for streaming, retries and cancellation."""
         if cancel is not None and cancel.is_set():
             raise Interrupted("interrupted before the model was called")
@@ -119,6 +120,8 @@ class OpenAICompatGateway:
             body["max_tokens"] = max_tokens
         if tools:
             body["tools"] = [t.spec() for t in tools]
+            if tool_choice:
+                body["tool_choice"] = tool_choice
         if stream:
             body["stream_options"] = {"include_usage": True}
             if self.sends_progress():
@@ -389,6 +392,13 @@ class OpenAICompatGateway:
                     if found:
                         return found
         return self._probe_ollama()
+
+    def constrains_calls(self) -> bool:
+        """Whether ``tool_choice="required"`` is grammar-constrained here: this project's server and
+        llama-server (found by the context probe) turn it into a grammar; others are not assumed to."""
+        self.context_length()
+        with self._lock:
+            return self._kind in ("local-coder", "llama-server")
 
     def _set_kind(self, kind: str) -> None:
         with self._lock:

@@ -41,6 +41,7 @@ class ScriptedRequest:
     tools: tuple[Tool, ...]
     max_tokens: int | None
     temperature: float | None
+    tool_choice: str | None = None
 
     @property
     def tool_names(self) -> list[str]:
@@ -82,14 +83,18 @@ class ScriptedGateway:
     """A :class:`core.gateway.ModelGateway` that plays a fixed script and records every request."""
 
     def __init__(self, steps: Sequence[Step], *, model: str = "scripted", context: int | None = 4096,
-                 piece_chars: int = 4) -> None:
+                 piece_chars: int = 4, constrains: bool = False) -> None:
         self.model = model
+        self._constrains = constrains  # plays a server that grammar-constrains tool_choice="required"
         self.steps = list(steps)
         self.requests: list[ScriptedRequest] = []
         self._context = context
         self._piece_chars = max(1, piece_chars)
         self._counter = TokenCounter(estimate_tokens)
         self._lock = threading.Lock()
+
+    def constrains_calls(self) -> bool:
+        return self._constrains
 
     @property
     def calls(self) -> int:
@@ -101,10 +106,11 @@ class ScriptedGateway:
 
     def complete(self, messages: Sequence[Message], tools: Sequence[Tool] = (), *,
                  max_tokens: int | None = None, temperature: float | None = None,
-                 on_event: StreamCallback | None = None, cancel: threading.Event | None = None) -> Completion:
+                 on_event: StreamCallback | None = None, cancel: threading.Event | None = None,
+                 tool_choice: str | None = None) -> Completion:
         with self._lock:
             index = len(self.requests)
-            self.requests.append(ScriptedRequest(tuple(messages), tuple(tools), max_tokens, temperature))
+            self.requests.append(ScriptedRequest(tuple(messages), tuple(tools), max_tokens, temperature, tool_choice))
         if index >= len(self.steps):
             last = messages[-1] if messages else None
             shown = f"{last.role}: {last.content[:120]!r}" if last else "no messages"

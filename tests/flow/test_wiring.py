@@ -8,6 +8,7 @@ import pytest
 
 from boot.settings import Settings
 from boot.wiring import build_agent
+from core.messages import ToolCall
 from core.tools import Tool, object_schema
 from gate.scripted import ScriptedGateway
 
@@ -194,3 +195,33 @@ def test_ctrl_c_during_a_stalled_http_stream_interrupts_and_the_session_resumes(
     sent = server.requests[1]["messages"]
     assert [(m["role"], m["content"]) for m in sent[2:]] == [
         ("user", "think"), ("assistant", "Let me think [interrupted]"), ("user", "go on")]
+
+
+def test_a_server_that_constrains_calls_gets_every_step_as_a_required_call_and_final_answer_ends_it(workspace):
+    steps = [ToolCall("shell", {"command": "echo hi > out.txt"}),
+             [ToolCall("final_answer", {"answer": "ignored while work is asked for"}),
+              ToolCall("shell", {"command": "echo more >> out.txt"})],
+             ToolCall("final_answer", {"answer": "Wrote out.txt."})]
+    gateway = ScriptedGateway(steps, context=8192, constrains=True)
+    agent = build_agent(Settings(workspace=workspace, judge_rounds=0), gateway=gateway)
+    result = agent.run("write hi to out.txt")
+    assert (result.status, result.answer) == ("done", "Wrote out.txt.")
+    assert (workspace / "out.txt").read_text() == "hi\nmore\n"
+    assert [r.tool_choice for r in gateway.requests] == ["required"] * 3
+    names = [t.name for t in gateway.requests[0].tools]
+    assert names[names.index("shell") + 1] == "final_answer"  # right after the core tools: a cached prefix
+    assert [r.name for r in result.tool_calls] == ["shell", "shell"]  # final_answer is not a tool run
+    agent.close()
+
+
+@pytest.mark.parametrize("constrains, mode, required", [(False, "auto", False), (True, "off", False),
+                                                        (False, "on", True)])
+def test_free_replies_unless_the_server_constrains_calls_or_the_setting_says_so(workspace, constrains, mode, required):
+    gateway = ScriptedGateway([ToolCall("final_answer", {"answer": "Hi."}) if required else "Hi."],
+                              context=8192, constrains=constrains)
+    agent = build_agent(Settings(workspace=workspace, constrained_calls=mode), gateway=gateway)
+    assert agent.run("say hi").answer == "Hi."
+    request = gateway.requests[0]
+    assert request.tool_choice == ("required" if required else None)
+    assert ("final_answer" in request.tool_names) is required
+    agent.close()

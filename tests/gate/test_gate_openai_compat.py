@@ -279,10 +279,12 @@ def test_cancel_mid_stream_raises_interrupted_promptly_and_drops_the_connection(
 def test_cancel_while_the_server_is_silent_is_noticed_without_any_chunk():
     cancel = threading.Event()
     with ScriptedServer([{"text": "x", "stall_after": 0}]) as server:
+        gateway = gateway_for(server)
+        gateway.sends_progress()  # the server probes run before the timer: only the call is timed
         threading.Timer(0.3, cancel.set).start()
         started = time.monotonic()
         with pytest.raises(Interrupted):
-            gateway_for(server).complete(ASK, on_event=lambda e: None, cancel=cancel)
+            gateway.complete(ASK, on_event=lambda e: None, cancel=cancel)
         assert time.monotonic() - started < 2
         assert server.client_left.wait(5)
 
@@ -300,10 +302,12 @@ def test_cancel_during_a_retry_wait_stops_waiting():
     cancel = threading.Event()
     busy = {"status": 503, "message": "busy", "headers": {"Retry-After": "30"}}
     with ScriptedServer([busy]) as server:
+        gateway = gateway_for(server, RetryPolicy(max_retries=1))
+        gateway.sends_progress()  # the server probes run before the timer: only the call is timed
         threading.Timer(0.3, cancel.set).start()
         started = time.monotonic()
         with pytest.raises(Interrupted, match="waiting to retry"):
-            gateway_for(server, RetryPolicy(max_retries=1)).complete(ASK, cancel=cancel)
+            gateway.complete(ASK, cancel=cancel)
         assert time.monotonic() - started < 2
 
 
