@@ -9,14 +9,19 @@ Order matters as much as choice: the chat template renders the tools right after
 instructions, so the core tools come first, always in the same order, and a prefix cache serves
 them on every task. Then the optional tools the task needs, then the skills.
 
-``promote_skill`` and the skills are never left out: promoting a function into a tool is a
-headline feature, and the skill loader already limits how many skills it offers.
+With ``relevant``, tools are also shown lean (:data:`LEAN_ARGUMENTS`): under a grammar a small model
+fills in every property it is shown (``cwd`` of the shell, ``line_numbers`` of read_file), so only
+the arguments that matter are shown, and a call with another one is an error that says so.
+
+``promote_skill`` is offered whenever the task is about tools or skills (a small model reached for
+it on every task that said "function"), and it is never what gives way to a small context;
+the skills themselves are always offered (the skill loader already limits how many).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from core.tools import Tool
@@ -34,11 +39,25 @@ TRIGGERS: dict[str, re.Pattern[str]] = {
         "memory": r"\bremember|\brecall\b|\bmemor(?:y|ies|ise|ize)\b|\bforget\b|\bpreferences?\b|\blast time\b"
                   r"|\bfrom now on\b|\bnext time\b|\bnote (?:this|that)\b",
         "plan": r"\bplan\b|\bchecklist\b|\btodo\b|\bto-do\b|\bstep by step\b|\bmilestones?\b",
+        # a small model reaches for it whenever a task says "function"; offered when skills are the subject
+        "promote_skill": r"\bskills?\b|\bpromot|\b(?:new|own|reusable|a) tool\b|\btool (?:from|out of|for)\b"
+                         r"|\breus(?:e|able)\b",
     }.items()
+}
+#: the arguments a small model is shown (``relevant`` toolset): the rest of a schema's optional ones
+#: are left out, because under a grammar a small model fills in every property it is shown
+LEAN_ARGUMENTS = {
+    "read_file": ("path", "start_line"),
+    "list_files": ("path", "glob"),
+    "search_files": ("pattern", "path"),
+    "write_file": ("path", "content"),
+    "edit_file": ("path", "old_text", "new_text"),
+    "shell": ("command",),
+    "promote_skill": ("file_path", "function_name", "examples"),
 }
 #: a task this long is multi-step work: the plan tool is offered whatever its words
 LONG_TASK_CHARS = 600
-#: what gives way first (after optional tools) when the descriptions crowd a small context
+#: what gives way first when the descriptions crowd a small context (never promote_skill)
 OPTIONAL_ORDER = ("memory", "data_view", "fetch", "pyexe", "plan")
 
 
@@ -55,6 +74,19 @@ def wanted(name: str, task: str) -> bool:
         return True
     trigger = TRIGGERS.get(name)
     return bool(trigger and trigger.search(task))
+
+
+def lean(tool: Tool) -> Tool:
+    """``tool`` with only the arguments in :data:`LEAN_ARGUMENTS` (the same tool when not listed)."""
+    keep = LEAN_ARGUMENTS.get(tool.name)
+    props = (tool.parameters or {}).get("properties")
+    if keep is None or not isinstance(props, dict) or tool.source == "skill":
+        return tool
+    slim = dict(tool.parameters)
+    slim["properties"] = {k: v for k, v in props.items() if k in keep}
+    if "required" in slim:
+        slim["required"] = [k for k in slim["required"] if k in slim["properties"]]
+    return replace(tool, parameters=slim)
 
 
 def stable_order(tools: Sequence[Tool]) -> list[Tool]:
@@ -85,6 +117,8 @@ def choose_tools(tools: Sequence[Tool], task: str, *, everything: bool, fits) ->
                 left_out.append(tool.name)
         ordered = kept
     dropped: list[str] = []
+    if not everything:
+        ordered = [lean(t) for t in ordered]
     optional = [t.name for t in ordered if t.name in TRIGGERS]
     order = [n for n in OPTIONAL_ORDER if n in optional]
     for name in order:

@@ -78,16 +78,30 @@ def test_a_small_context_drops_optional_tools_but_never_promote_skill(workspace)
 
 
 def test_the_tools_offered_are_the_core_ones_in_a_stable_order_plus_what_the_task_calls_for(workspace):
-    gateway = ScriptedGateway(["fixed", "fetched", "kept"], context=8192)
+    gateway = ScriptedGateway(["fixed", "fetched", "kept", "promoted"], context=8192)
     agent = build_agent(Settings(workspace=workspace), gateway=gateway)
     agent.run("fix the off-by-one in stats.py")
     agent.run("fetch https://example.com/notes.txt")
     agent.run("remember that I prefer pytest -q, and plan the next steps")
+    agent.run("make slugify in text.py a skill I can reuse")
     offered = [[t.name for t in r.tools] for r in gateway.requests]
-    core = ["read_file", "edit_file", "write_file", "list_files", "search_files", "promote_skill", "shell"]
-    assert offered[0] == core  # at 8k promote_skill is offered (it once gave way first)
+    core = ["read_file", "edit_file", "write_file", "list_files", "search_files", "shell"]
+    assert offered[0] == core
     assert offered[1] == core + ["fetch"]
     assert offered[2][:len(core)] == core and set(offered[2][len(core):]) == {"memory", "plan"}
+    # at 8k promote_skill is offered when the task is about skills (it once gave way to the context first)
+    assert offered[3] == ["read_file", "edit_file", "write_file", "list_files", "search_files", "promote_skill", "shell"]
+    agent.close()
+
+
+def test_small_models_see_lean_schemas_and_a_call_with_a_hidden_argument_is_refused(workspace):
+    gateway = ScriptedGateway([ToolCall("shell", {"command": "echo hi", "cwd": "src"}), "Done."], context=8192)
+    agent = build_agent(Settings(workspace=workspace, judge_rounds=0), gateway=gateway)
+    agent.run("say hi from the shell")
+    shell = next(t for t in gateway.requests[0].tools if t.name == "shell")
+    assert list(shell.parameters["properties"]) == ["command"]
+    result = gateway.requests[1].messages[-1].content
+    assert result.startswith("Error:") and "cwd" in result
     agent.close()
 
 
