@@ -61,6 +61,7 @@ def qwen_server():
         proc.wait(timeout=30)
 
 
+@pytest.mark.timeout(900)  # a first run downloads the model (490 MB) and loads it
 def test_a_two_step_task_reads_one_file_and_writes_another(cli, qwen_server, tmp_path):
     ws = tmp_path / "greet"
     ws.mkdir()
