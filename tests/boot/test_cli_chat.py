@@ -111,7 +111,7 @@ def test_resume_shows_where_the_session_left_off_and_clear_and_resume_switch_ses
     term.send("something else")
     term.wait_for("Fresh start.")
     term.prompt()
-    assert [m["role"] for m in server.requests[1]["messages"]] == ["system", "user"]
+    assert [m["role"] for m in server.requests[1]["messages"]] == ["system", "system", "user"]
 
     term.send(f"/resume {first[:5]}")
     term.wait_for(f"Resumed session {first}")

@@ -36,7 +36,7 @@ def test_plan_skills_and_compact_in_the_chat_and_gemini_without_a_key_changes_no
     (skills / "shout.py").write_text(SHOUT)
     server = scripted([PLAN_CALL, {"text": "Planned."}, {"text": "Second answer."},
                        {"text": "Summary: the person asked for a plan and a second answer."}, OVERFLOW, OVERFLOW])
-    term = chat(server)
+    term = chat(server, AGENT_TOOLSET="all")  # the plan tool whatever the task says
     term.prompt()
     term.send("/plan")
     term.wait_for("No session yet")
@@ -88,7 +88,7 @@ def test_gemini_continues_the_same_session_and_local_takes_it_back_with_its_tool
     server = scripted([{"text": "Local answer."}, {"text": "Back home."}])
     google = gemini([{"function_calls": [{"name": "plan", "args": {"action": "set", "items": ["one step"]}}]},
                      {"text": "Gemini answer."}])
-    term = chat(server, **gemini_env(google))
+    term = chat(server, AGENT_TOOLSET="all", **gemini_env(google))  # the plan tool whatever the task says
     term.prompt()
     term.send("first task")
     term.wait_for("Local answer.")
@@ -112,13 +112,13 @@ def test_gemini_continues_the_same_session_and_local_takes_it_back_with_its_tool
     term.wait_for("Back home.")
     term.prompt()
     messages = server.requests[1]["messages"]
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "tool",
+    assert [m["role"] for m in messages] == ["system", "system", "user", "assistant", "user", "assistant", "tool",
                                              "assistant", "user"]
-    call = messages[4]["tool_calls"][0]
+    call = messages[5]["tool_calls"][0]
     assert call["function"]["name"] == "plan"
     assert json.loads(call["function"]["arguments"]) == {"action": "set", "items": ["one step"]}
-    assert messages[5]["tool_call_id"] == call["id"]
-    assert (messages[6]["content"], messages[7]["content"]) == ("Gemini answer.", "third task")
+    assert messages[6]["tool_call_id"] == call["id"]
+    assert (messages[7]["content"], messages[8]["content"]) == ("Gemini answer.", "third task")
 
     term.send("/cost")
     term.wait_for("Google Gemini gemini-test (sent to Google, billed by Google): ")
