@@ -57,8 +57,8 @@ INSTRUCTIONS = "\n".join([
     "of a file (old_text copied exactly from the file), write_file creates a file or replaces all of it.",
     "- Get numbers and facts by running code with the shell tool (for example: python3 -c '...', wc -l, "
     "grep), not by working them out in your head.",
-    "- After a change, check it: run the tests or the program with the shell tool "
-    "(for example: python3 -m pytest -q).",
+    "- After a change, check it with the shell tool: run the tests if the project has test files "
+    "(python3 -m pytest -q), else call the code (python3 -c 'from mod import f; print(f(2))').",
     "- If a tool returns an error, read it and fix the call; never repeat a call that failed.",
     "- promote_skill is only for when the person asks you to make a new tool or skill.",
     "- When the task is done, reply in plain words without a tool call: that ends your turn. "
@@ -77,7 +77,7 @@ def environment_prompt(*, sections: Sequence[str] = (), os_name: str | None = No
     The workspace is named by neither its full path nor its name: a small model copies either into
     every path it writes, and tools and commands work inside the workspace anyway.
     """
-    text = ("Workspace: the current folder. Use paths relative to it (like src/app.py); commands run in it.\n"
+    text = ("Workspace: the current folder. Use paths relative to it, as in the file list; commands run in it.\n"
             f"System: {os_name or describe_os()}; shell: {shell or describe_shell()}.")
     for section in sections:
         section = (section or "").strip()
