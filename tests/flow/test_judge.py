@@ -56,6 +56,9 @@ def red_project(project: Path) -> Path:
     (project / "calc.py").write_text(BROKEN)
     (project / "tests" / "test_other.py").write_text("import calc\n\n\ndef test_other():\n    assert calc.OK\n")
     (project / "calc.py").write_text(BROKEN + "OK = True\n")
+    # the judge counts a file changed within CLOCK_SLACK_S before a check as changed after it (clocks
+    # and file times differ that much); the person's files were there well before the task
+    time.sleep(2 * CLOCK_SLACK_S)
     return project
 
 
