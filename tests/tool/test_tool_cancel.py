@@ -5,8 +5,8 @@ call works. Checked on the host: no process of the sandbox is left.
 
 from __future__ import annotations
 
-import _thread
 import os
+import signal
 import threading
 import time
 import uuid
@@ -187,7 +187,9 @@ def test_keyboard_interrupt_in_the_calling_thread_also_stops_the_command(code_to
             said = pipe.read()
         seen.append(said)
         if said == b"running\n" and not returned.is_set():
-            _thread.interrupt_main()  # as SIGINT does, in the thread that waits on the tool
+            # a real SIGINT to the main thread, as a terminal's Ctrl-C: it also wakes a wait that is
+            # blocked in the kernel, which _thread.interrupt_main() (a flag) does not
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
             seen.append("pressed")
 
     presser = threading.Thread(target=press_ctrl_c, daemon=True)
